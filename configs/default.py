@@ -1,0 +1,78 @@
+"""Default: an MLP GAN on `ring8`, 8 Gaussians on a circle, generated in-process.
+
+    python launch.py --config configs/default.py
+    python launch.py --config configs/default.py:loss=hinge
+    python launch.py --config configs/default.py:data=grid25,loss=wgan_gp
+
+The optional argument is `key=value` pairs separated by commas:
+  loss: a name from gan_jax.losses (minimax, non_saturating, least_squares,
+        wasserstein, wgan_gp, hinge); sets the settings that loss is known to
+        need (WGAN: RMSprop-like small learning rate and clipping;
+        WGAN-GP: Adam(b1=0.5, b2=0.9) and 5 critic steps).
+  data: ring8 or grid25.
+Any field can also be set on the command line, e.g. --config.num_steps=500.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def parse_arg(arg, **defaults):
+  """Parses 'k1=v1,k2=v2' into a dict, with `defaults` for missing keys."""
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in defaults:
+      raise ValueError(f'config argument {item!r}: expected key=value with key '
+                       f'in {sorted(defaults)}')
+    out[key] = value
+  return out
+
+
+def optimizer(lr, b1, b2):
+  return ml_collections.ConfigDict(dict(lr=lr, b1=b1, b2=b2))
+
+
+def get_config(arg=None):
+  args = parse_arg(arg, loss='non_saturating', data='ring8')
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = 'mlp'
+  config.z_dim = 2
+  config.batch_size = 256  # Global, over all devices and hosts.
+  config.num_steps = 4000
+  config.d_steps = 1  # D updates per G update, each on its own batch.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = args['data']
+  config.data.seed = 0
+  # None: the dataset's default (gan_jax/data/toy.py).
+  config.data.std = config_dict.placeholder(float)
+  config.data.radius = config_dict.placeholder(float)
+  config.data.num_modes = config_dict.placeholder(int)
+  config.data.grid_size = config_dict.placeholder(int)
+  config.data.grid_spacing = config_dict.placeholder(float)
+
+  config.g = ml_collections.ConfigDict(dict(
+      width=128, depth=3, activation='relu', optimizer=optimizer(1e-3, 0.5, 0.999)))
+  config.d = ml_collections.ConfigDict(dict(
+      width=128, depth=3, activation='relu', optimizer=optimizer(1e-3, 0.5, 0.999)))
+
+  config.loss = ml_collections.ConfigDict(dict(name=args['loss'], clip=0.01))
+  # An extra penalty on D ('' for none); wgan_gp adds `gradient_penalty` itself.
+  config.penalty = ml_collections.ConfigDict(dict(name='', weight=10.0))
+
+  config.log_every = 200
+  config.eval_every = 1000
+  config.eval = ml_collections.ConfigDict(dict(num_samples=2500, seed=0))
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      every=1000, keep=3, keep_every=0, use_async=True))
+
+  if args['loss'] == 'wasserstein':
+    config.d_steps = 5
+    config.g.optimizer = optimizer(5e-5, 0.5, 0.999)
+    config.d.optimizer = optimizer(5e-5, 0.5, 0.999)
+  elif args['loss'] == 'wgan_gp':
+    config.d_steps = 5
+    config.g.optimizer = optimizer(1e-4, 0.5, 0.9)
+    config.d.optimizer = optimizer(1e-4, 0.5, 0.9)
+  return config

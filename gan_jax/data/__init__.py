@@ -1,0 +1,30 @@
+"""Datasets, registered by name (`config.data.name`).
+
+A dataset builder returns an iterator over this host's share of consecutive
+global batches:
+
+    build(config, host_batch_size, process_index, process_count) -> iterator
+
+The iterator yields numpy arrays `[host_batch_size, *example_shape]` scaled to
+the model's range, exposes `example_shape`, and has `get_state()` /
+`set_state(state)` (JSON-serialisable) so that a resumed run continues from the
+same position. Host `i` of `n` gets the `i`-th of `n` equal slices of every
+global batch, so no example is seen twice or dropped across hosts.
+"""
+from typing import Callable
+
+from gan_jax.data import toy
+from gan_jax.errors import UserError
+
+DATASETS: dict[str, Callable] = {
+    'ring8': toy.build,
+    'grid25': toy.build,
+}
+
+
+def build(config, host_batch_size, process_index=0, process_count=1):
+  name = config.data.name
+  if name not in DATASETS:
+    raise UserError(f'unknown dataset {name!r}; set config.data.name to one of: '
+                    + ', '.join(sorted(DATASETS)))
+  return DATASETS[name](config, host_batch_size, process_index, process_count)

@@ -1,0 +1,79 @@
+"""Mixtures of Gaussians in 2D, generated in-process (no download).
+
+`ring8`: `num_modes` modes evenly spaced on a circle of `radius` (default 8
+modes, radius 2, std 0.02). `grid25`: a `grid_size` x `grid_size` grid with
+`grid_spacing` between modes, centred on 0 (default 5 x 5 on {-4,-2,0,2,4}^2,
+std 0.05). Every mode has the same weight. These are the benchmarks of the
+mode-collapse literature (Metz et al. 2017, VEEGAN, PacGAN).
+
+Global batch `k` is drawn from a numpy generator seeded with
+`(config.data.seed, k)`, so batches do not depend on the device or host layout
+and the iterator's whole state is `k`.
+"""
+import numpy as np
+
+DEFAULTS = {
+    'ring8': dict(num_modes=8, radius=2.0, std=0.02),
+    'grid25': dict(grid_size=5, grid_spacing=2.0, std=0.05),
+}
+
+
+def _get(config, field):
+  value = config.data.get(field)
+  return DEFAULTS[config.data.name][field] if value is None else value
+
+
+def mixture(config):
+  """The mixture's modes `[K, 2]` and per-coordinate standard deviation."""
+  name = config.data.name
+  if name == 'ring8':
+    k = _get(config, 'num_modes')
+    angles = 2 * np.pi * np.arange(k) / k
+    modes = _get(config, 'radius') * np.stack([np.cos(angles), np.sin(angles)], -1)
+  elif name == 'grid25':
+    n, spacing = _get(config, 'grid_size'), _get(config, 'grid_spacing')
+    axis = (np.arange(n) - (n - 1) / 2) * spacing
+    modes = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1).reshape(-1, 2)
+  else:
+    raise ValueError(f'{name!r} is not a toy dataset')
+  return modes.astype(np.float32), float(_get(config, 'std'))
+
+
+def sample(modes, std, num, np_rng):
+  idx = np_rng.integers(len(modes), size=num)
+  return (modes[idx] + std * np_rng.standard_normal((num, 2))).astype(np.float32)
+
+
+class MixtureIterator:
+  """This host's slices of consecutive global batches of a Gaussian mixture."""
+
+  def __init__(self, modes, std, seed, host_batch_size, process_index,
+               process_count):
+    self.modes, self.std, self.seed = modes, std, seed
+    self.host_batch_size = host_batch_size
+    self.process_index, self.process_count = process_index, process_count
+    self.example_shape = (2,)
+    self.batch_index = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    np_rng = np.random.default_rng([self.seed, self.batch_index])
+    batch = sample(self.modes, self.std,
+                   self.host_batch_size * self.process_count, np_rng)
+    self.batch_index += 1
+    start = self.process_index * self.host_batch_size
+    return batch[start:start + self.host_batch_size]
+
+  def get_state(self):
+    return {'batch_index': self.batch_index}
+
+  def set_state(self, state):
+    self.batch_index = int(state['batch_index'])
+
+
+def build(config, host_batch_size, process_index, process_count):
+  modes, std = mixture(config)
+  return MixtureIterator(modes, std, config.data.seed, host_batch_size,
+                         process_index, process_count)

@@ -1,0 +1,1 @@
+"""Sample-quality metrics. `toy`: mode coverage on Gaussian mixtures."""

@@ -1,0 +1,30 @@
+"""Generator/discriminator pairs, registered by name (`config.model`).
+
+A model builder takes the config and the shape of one data example and returns
+two Flax modules:
+
+    build(config, example_shape) -> (generator, discriminator)
+
+    generator(z, train: bool) -> samples of `example_shape`, batched
+    discriminator(x, train: bool) -> logits, shape [batch]
+
+Non-parameter collections (BatchNorm's `batch_stats`, spectral normalisation's
+power-iteration vectors) are kept in the train state and updated in the step;
+dropout draws from the `dropout` RNG stream. To add a model, write the builder
+in its own module and register it below.
+"""
+from typing import Callable
+
+from gan_jax.errors import UserError
+from gan_jax.models import mlp
+
+MODELS: dict[str, Callable] = {
+    'mlp': mlp.build,
+}
+
+
+def build(config, example_shape):
+  if config.model not in MODELS:
+    raise UserError(f'unknown model {config.model!r}; set config.model to one '
+                    'of: ' + ', '.join(sorted(MODELS)))
+  return MODELS[config.model](config, example_shape)

@@ -1,0 +1,29 @@
+"""Per-example random streams that do not depend on the device layout.
+
+Every random draw of the train step (noise z, interpolation weights) comes from
+a key folded with the example's index in the *global* batch, so the same seed
+and global batch give the same numbers on 1 device or on 64, on one host or on
+many. Each step gets its own key (`fold_in(seed_key, step)`) and each use its
+own stream (`fold_in(step_key, STREAM)`), so no two draws share a key.
+"""
+import jax
+import jax.numpy as jnp
+
+# Stream ids: one per kind of draw in a train step.
+NOISE, PENALTY, DROPOUT, AUGMENT = range(4)
+
+
+def example_keys(key, first_index, batch_size):
+  """Keys for examples `first_index ... first_index + batch_size - 1`."""
+  index = first_index + jnp.arange(batch_size)
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index)
+
+
+def normal(keys, shape, dtype=jnp.float32):
+  """One standard-normal draw of `shape` per key: result `[len(keys), *shape]`."""
+  return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
+
+
+def uniform(keys, shape, dtype=jnp.float32):
+  """One U[0, 1) draw of `shape` per key: result `[len(keys), *shape]`."""
+  return jax.vmap(lambda k: jax.random.uniform(k, shape, dtype))(keys)

@@ -1,0 +1,61 @@
+"""The train state: one Flax TrainState (with its own Optax Adam) per network,
+bundled with the step counter and the PRNG key in one pytree."""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from gan_jax.errors import UserError
+
+
+class NetState(train_state.TrainState):
+  """Parameters, optimizer state and non-parameter collections of one network.
+
+  `model_state` holds every collection other than `params` (BatchNorm
+  statistics, spectral-norm vectors); it is `{}` for models without any.
+  """
+  model_state: Any = flax.core.FrozenDict()
+
+
+class GANState(flax.struct.PyTreeNode):
+  step: jax.Array  # Number of completed GAN iterations (d_steps D updates + 1 G update).
+  g: NetState
+  d: NetState
+  key: jax.Array  # Raw uint32 PRNG key; each step folds in `step`.
+
+
+def make_optimizer(opt_config) -> optax.GradientTransformation:
+  """Adam with the learning rate and betas of `config.{g,d}.optimizer`."""
+  if opt_config.lr <= 0:
+    raise UserError(f'learning rate must be positive, got {opt_config.lr}; '
+                    'set config.g.optimizer.lr / config.d.optimizer.lr')
+  return optax.adam(opt_config.lr, b1=opt_config.b1, b2=opt_config.b2)
+
+
+def _init_net(module, key, dummy_input, tx):
+  variables = module.init({'params': key, 'dropout': key}, dummy_input, train=False)
+  variables = flax.core.unfreeze(variables)
+  params = variables.pop('params')
+  return NetState.create(apply_fn=module.apply, params=params, tx=tx,
+                         model_state=variables)
+
+
+def create(config, generator, discriminator, example_shape) -> GANState:
+  """Initialises both networks and optimizers from `config.seed`.
+
+  Restoring a checkpoint uses this same function to build the target tree.
+  """
+  init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  g_key, d_key = jax.random.split(init_key)
+  # Two examples, so that layers that need a batch (BatchNorm) initialise.
+  z = jnp.zeros((2, config.z_dim), jnp.float32)
+  x = jnp.zeros((2, *example_shape), jnp.float32)
+  return GANState(
+      step=jnp.zeros((), jnp.int32),
+      g=_init_net(generator, g_key, z, make_optimizer(config.g.optimizer)),
+      d=_init_net(discriminator, d_key, x, make_optimizer(config.d.optimizer)),
+      key=train_key,
+  )
