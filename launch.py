@@ -3,6 +3,7 @@
 Any config field can be overridden: --config.batch_size=128 --config.loss.name=hinge
 """
 import datetime
+import importlib.util
 import logging as logging_lib
 import os
 import sys
@@ -42,12 +43,75 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   logging.info('workdir: %s', workdir)
   try:
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    config = _CONFIG.value
+    config.keys()  # A config file that failed to load raises here.
+  except OSError as e:
+    _fail(f'cannot load the config: {" ".join(str(e).split())[:300]}')
+  try:
+    train.train_and_evaluate(config, workdir)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
+
+
+def _config_source(argv):
+  """The `--config` value (path[:arg]) in argv, or None."""
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      return a.split('=', 1)[1]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _unknown_field(argv):
+  """Names the first --config.a.b=... override that the config lacks."""
+  source = _config_source(argv)
+  if source is None:
+    return None
+  path, _, arg = source.partition(':')
+  spec = importlib.util.spec_from_file_location('_user_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for a in argv:
+    if not a.startswith('--config.'):
+      continue
+    node = config
+    field = a[len('--config.'):].split('=', 1)[0]
+    for part in field.split('.'):
+      if not hasattr(node, 'keys') or part not in node:
+        have = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else 'none'
+        return (f'unknown config field {field!r} in {a}; the fields at that level '
+                f'are: {have}')
+      node = node[part]
+  return None
+
+
+def parse_flags(argv):
+  """absl's parser, with config errors reported in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    message = None
+    if isinstance(e, (AttributeError, KeyError)):
+      try:
+        message = _unknown_field(argv)
+      except Exception:  # pylint: disable=broad-except
+        pass
+    if message is None:
+      # A config file that raised: keep its last line ("ValueError: ...").
+      lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+      message = f'bad command line: {lines[0]}'
+      if len(lines) > 1:
+        message += f' ... {lines[-1]}'
+    _fail(message)
+
+
+def _fail(message):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -28,8 +28,11 @@ def parse_arg(arg, **defaults):
   return out
 
 
-def optimizer(lr, b1, b2):
-  return ml_collections.ConfigDict(dict(lr=lr, b1=b1, b2=b2))
+def optimizer(lr, b1, b2, eps=1e-8, schedule='constant', warmup_steps=0):
+  """Adam; `schedule`: constant, linear or cosine decay to 0 (after warmup)."""
+  return ml_collections.ConfigDict(dict(lr=lr, b1=b1, b2=b2, eps=eps,
+                                        schedule=schedule,
+                                        warmup_steps=warmup_steps))
 
 
 def get_config(arg=None):
@@ -41,6 +44,9 @@ def get_config(arg=None):
   config.batch_size = 256  # Global, over all devices and hosts.
   config.num_steps = 4000
   config.d_steps = 1  # D updates per G update, each on its own batch.
+  # Train steps per compiled call (a lax.scan); logging, evaluation and
+  # checkpoints still happen at their steps. Helps small, dispatch-bound models.
+  config.steps_per_call = 50
 
   config.data = ml_collections.ConfigDict()
   config.data.name = args['data']

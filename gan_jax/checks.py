@@ -12,7 +12,7 @@ def _positive(value, name):
 def validate(config):
   """Raises UserError for config values that cannot work."""
   for name in ('num_steps', 'batch_size', 'd_steps', 'log_every', 'eval_every',
-               'checkpoint.every', 'eval.num_samples', 'z_dim'):
+               'checkpoint.every', 'eval.num_samples', 'z_dim', 'steps_per_call'):
     value = config
     for part in name.split('.'):
       value = value[part]

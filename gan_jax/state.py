@@ -27,12 +27,38 @@ class GANState(flax.struct.PyTreeNode):
   key: jax.Array  # Raw uint32 PRNG key; each step folds in `step`.
 
 
-def make_optimizer(opt_config) -> optax.GradientTransformation:
-  """Adam with the learning rate and betas of `config.{g,d}.optimizer`."""
+SCHEDULES = ('constant', 'linear', 'cosine')
+
+
+def learning_rate(opt_config, num_steps):
+  """An optax schedule: `warmup_steps` linear warmup, then constant/linear/cosine
+  decay to zero at `num_steps` (counted in this network's updates)."""
+  lr, warmup = opt_config.lr, opt_config.warmup_steps
+  if opt_config.schedule not in SCHEDULES:
+    raise UserError(f'unknown schedule {opt_config.schedule!r}; use one of: '
+                    + ', '.join(SCHEDULES))
+  decay_steps = max(num_steps - warmup, 1)
+  schedule = {
+      'constant': optax.constant_schedule(lr),
+      'linear': optax.linear_schedule(lr, 0., decay_steps),
+      'cosine': optax.cosine_decay_schedule(lr, decay_steps),
+  }[opt_config.schedule]
+  if warmup:
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0., lr, warmup), schedule], [warmup])
+  return schedule
+
+
+def make_optimizer(opt_config, num_steps) -> optax.GradientTransformation:
+  """Adam with the learning rate, schedule and betas of `config.{g,d}.optimizer`.
+
+  `num_steps` is the number of updates this network gets over the run.
+  """
   if opt_config.lr <= 0:
     raise UserError(f'learning rate must be positive, got {opt_config.lr}; '
                     'set config.g.optimizer.lr / config.d.optimizer.lr')
-  return optax.adam(opt_config.lr, b1=opt_config.b1, b2=opt_config.b2)
+  return optax.adam(learning_rate(opt_config, num_steps), b1=opt_config.b1,
+                    b2=opt_config.b2, eps=opt_config.eps)
 
 
 def _init_net(module, key, dummy_input, tx):
@@ -55,7 +81,9 @@ def create(config, generator, discriminator, example_shape) -> GANState:
   x = jnp.zeros((2, *example_shape), jnp.float32)
   return GANState(
       step=jnp.zeros((), jnp.int32),
-      g=_init_net(generator, g_key, z, make_optimizer(config.g.optimizer)),
-      d=_init_net(discriminator, d_key, x, make_optimizer(config.d.optimizer)),
+      g=_init_net(generator, g_key, z,
+                 make_optimizer(config.g.optimizer, config.num_steps)),
+      d=_init_net(discriminator, d_key, x, make_optimizer(
+          config.d.optimizer, config.num_steps * config.d_steps)),
       key=train_key,
   )

@@ -84,7 +84,7 @@ def make_train_step(config):
     d = state.d.apply_gradients(grads=grads, model_state=new_d_state)
     if clip is not None:
       d = d.replace(params=jax.tree.map(lambda p: jnp.clip(p, -clip, clip), d.params))
-    aux['d_grad_norm'] = optax.global_norm(grads)
+    aux['d_grad_norm'] = optax.tree.norm(grads)
     return (state.replace(d=d), key, j + 1), aux
 
   def train_step(state, batch):
@@ -112,11 +112,26 @@ def make_train_step(config):
     grads = lax.pmean(grads, AXIS)
     new_g_state = lax.pmean(new_g_state, AXIS)
     g = state.g.apply_gradients(grads=grads, model_state=new_g_state)
-    metrics = dict(d_metrics, g_loss=g_loss, g_grad_norm=optax.global_norm(grads))
+    metrics = dict(d_metrics, g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
     metrics = lax.pmean(metrics, AXIS)
     return state.replace(g=g, step=state.step + 1), metrics
 
   return train_step
+
+
+def make_multi_step(config):
+  """`multi_step(state, batches) -> (state, metrics of the last step)`.
+
+  `batches` is `[k, d_steps, local_batch, ...]`: k train steps run in one
+  compiled call (a `lax.scan`), so small models are not bound by dispatch.
+  """
+  train_step = make_train_step(config)
+
+  def multi_step(state, batches):
+    state, metrics = lax.scan(train_step, state, batches)
+    return state, jax.tree.map(lambda m: m[-1], metrics)
+
+  return multi_step
 
 
 def make_generate(config):

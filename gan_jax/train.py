@@ -5,7 +5,6 @@ if there is one, then runs the pmapped train step over all local devices,
 logging every `config.log_every`, evaluating every `config.eval_every` and
 checkpointing every `config.checkpoint.every` steps and at the end.
 """
-import collections
 import json
 import os
 import time
@@ -27,30 +26,27 @@ from gan_jax import writers
 from gan_jax.errors import UserError
 
 
-def device_batches(iterator, d_steps, devices):
-  """Yields (batch on the devices, iterator state after it).
+class DeviceFeeder:
+  """Puts `k` train steps' worth of this host's batches on the local devices.
 
-  A batch is `d_steps` consecutive host batches, laid out as
-  `[devices, d_steps, per-device batch, ...]` so that device `i` holds the
-  `i`-th slice of each.
+  A step's batch is `d_steps` consecutive host batches. `next(k)` returns them
+  as `[devices, k, d_steps, per-device batch, ...]`, so device `i` holds the
+  `i`-th slice of every global batch, together with the iterator's state after
+  them (what a checkpoint taken after these steps must store). The copy is
+  asynchronous: it overlaps the step already dispatched.
   """
-  n = len(devices)
-  sharding = jax.NamedSharding(jax.sharding.Mesh(np.array(devices), ('d',)),
-                               jax.P('d'))
-  while True:
-    host = np.stack([next(iterator) for _ in range(d_steps)])
-    host = host.reshape(d_steps, n, host.shape[1] // n, *host.shape[2:])
-    host = np.swapaxes(host, 0, 1)
-    yield jax.device_put(host, sharding), iterator.get_state()
 
+  def __init__(self, iterator, d_steps, devices):
+    self.iterator, self.d_steps, self.n = iterator, d_steps, len(devices)
+    mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
+    self.sharding = jax.NamedSharding(mesh, jax.P('devices'))
 
-def prefetch(iterator, size=2):
-  """Keeps `size` items in flight so host-to-device copies overlap the step."""
-  queue = collections.deque()
-  for item in iterator:
-    queue.append(item)
-    if len(queue) >= size:
-      yield queue.popleft()
+  def next(self, k):
+    host = np.stack([next(self.iterator) for _ in range(k * self.d_steps)])
+    b = host.shape[1]
+    host = host.reshape(k, self.d_steps, self.n, b // self.n, *host.shape[2:])
+    host = np.moveaxis(host, 2, 0)
+    return jax.device_put(host, self.sharding), self.iterator.get_state()
 
 
 def _prepare_workdir(workdir, config):
@@ -78,6 +74,9 @@ def train_and_evaluate(config, workdir):
         f'{jax.device_count()} devices; use a multiple of {jax.device_count()} '
         '(--config.batch_size=N)')
   _prepare_workdir(workdir, config)
+  logging.info('%d devices (%d on this host, process %d of %d), batch %d per '
+               'device', jax.device_count(), len(devices), jax.process_index(),
+               jax.process_count(), config.batch_size // jax.device_count())
 
   host_batch = config.batch_size // jax.process_count()
   data_iter = data.build(config, host_batch, jax.process_index(),
@@ -95,22 +94,27 @@ def train_and_evaluate(config, workdir):
                  ckpt.directory)
   start = int(state.step)
 
-  p_step = jax.pmap(step_lib.make_train_step(config), axis_name=step_lib.AXIS,
+  p_step = jax.pmap(step_lib.make_multi_step(config), axis_name=step_lib.AXIS,
                     donate_argnums=(0,))
   generate = step_lib.make_generate(config)
   state = flax.jax_utils.replicate(state, devices)
-  batches = prefetch(device_batches(data_iter, config.d_steps, devices))
+  feeder = DeviceFeeder(data_iter, config.d_steps, devices)
   writer = writers.MetricWriter(workdir)
+  periods = (config.log_every, config.eval_every, config.checkpoint.every)
 
   t0, t_step = time.time(), start
-  metrics = None
-  for step in range(start + 1, config.num_steps + 1):
-    batch, data_state = next(batches)
+  step = start
+  while step < config.num_steps:
+    # Run up to steps_per_call steps, stopping at the next log/eval/save step.
+    k = min([config.steps_per_call, config.num_steps - step]
+            + [p - step % p for p in periods])
+    batch, data_state = feeder.next(k)
     state, metrics = p_step(state, batch)
+    step += k
     last = step == config.num_steps
     if step % config.log_every == 0 or last:
       scalars = jax.device_get(unreplicate(metrics))
-      bad = [k for k, v in scalars.items() if not np.isfinite(v)]
+      bad = [name for name, v in scalars.items() if not np.isfinite(v)]
       if bad:
         raise UserError(f'non-finite {", ".join(bad)} at step {step}; lower the '
                         'learning rate or add a penalty. The last checkpoint is '
@@ -129,7 +133,7 @@ def train_and_evaluate(config, workdir):
       if results:
         writer.write_scalars(step, results)
         logging.info('eval step %d  %s', step, '  '.join(
-            f'{k} {v:.4g}' for k, v in results.items()))
+            f"{name} {v:.4g}" for name, v in results.items()))
     if step % config.checkpoint.every == 0 or last:
       ckpt.save(step, unreplicate(state), data_state, config)
 

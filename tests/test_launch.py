@@ -1,0 +1,77 @@
+"""launch.py as a user runs it: outputs, overrides, and one-line errors."""
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_launch
+
+TINY = ['--config.num_steps=4', '--config.batch_size=8', '--config.g.width=16',
+        '--config.d.width=16', '--config.log_every=2', '--config.eval_every=4',
+        '--config.checkpoint.every=4', '--config.eval.num_samples=100']
+
+
+def assert_one_line_error(result, *fragments):
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-2000:]
+  for fragment in fragments:
+    assert fragment in errors[0], errors[0]
+
+
+def test_launch_trains_with_overrides_and_writes_resolved_config(tmp_path):
+  workdir = tmp_path / 'run'
+  result = run_launch(['--config', 'configs/default.py:loss=hinge',
+                       f'--workdir={workdir}', '--config.seed=7', *TINY])
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = json.load(open(workdir / 'config.json'))
+  assert config['loss']['name'] == 'hinge' and config['seed'] == 7
+  assert config['num_steps'] == 4
+  assert 'step 4/4' in result.stderr  # The progress line.
+  assert 'eval step 4  modes' in result.stderr
+  assert os.path.exists(workdir / 'checkpoints' / '4')
+
+
+@pytest.mark.parametrize('args, fragments', [
+    (['--config.loss.name=nope'], ['unknown loss', 'hinge', 'wgan_gp']),
+    (['--config=configs/default.py:loss=nope'], ['unknown loss']),
+    (['--config.data.name=nope'], ['unknown dataset', 'grid25', 'ring8']),
+    (['--config.model=nope'], ['unknown model', 'mlp']),
+    (['--config.no_such_field=1'], ["unknown config field 'no_such_field'"]),
+    (['--config.g.optimizer.lrr=1'], ["'g.optimizer.lrr'", 'lr']),
+    (['--config.g.optimizer.lr=0'], ['g.optimizer.lr must be positive']),
+    (['--config.d.optimizer.lr=-1e-3'], ['d.optimizer.lr must be positive']),
+    (['--config.num_steps=0'], ['num_steps must be positive']),
+    (['--config.batch_size=abc'], ['batch_size']),
+    (['--config=configs/no_such_config.py'], ['no_such_config.py']),
+])
+def test_bad_input_gets_one_line(tmp_path, args, fragments):
+  workdir = tmp_path / 'run'
+  if not any(a.startswith('--config=') for a in args):
+    args = ['--config=configs/default.py'] + args
+  # The config file must come before its overrides.
+  args = sorted(args, key=lambda a: not a.startswith('--config='))
+  result = run_launch(args[:1] + [f'--workdir={workdir}', *TINY] + args[1:])
+  assert_one_line_error(result, *fragments)
+  assert not os.path.exists(workdir / 'checkpoints')
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  result = run_launch(['--config=configs/default.py',
+                       f'--workdir={blocker}/run', *TINY])
+  assert_one_line_error(result, 'not writable', str(blocker))
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+  result = run_launch(['--config=configs/default.py', f'--workdir={tmp_path}',
+                       *TINY, '--config.batch_size=6'], devices=4)
+  assert_one_line_error(result, 'batch_size 6', '4 devices')
+
+
+def test_default_workdir_is_under_runs(tmp_path):
+  import launch  # pylint: disable=g-import-not-at-top
+  path = launch.default_workdir('configs/default.py:loss=hinge')
+  assert path.startswith(os.path.join('runs', 'default_'))

@@ -1,0 +1,99 @@
+"""End-to-end runs of train_and_evaluate on the embedded toy data (1 device)."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from gan_jax import checkpoint
+from gan_jax import losses
+from gan_jax import train
+from gan_jax.errors import UserError
+from tests.conftest import tiny_config
+
+
+def leaves_equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def test_run_writes_metrics_samples_config_and_checkpoints(tmp_path):
+  config = tiny_config()
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 6
+  lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  logged = [l for l in lines if 'd_loss' in l]
+  assert [l['step'] for l in logged] == [2, 4, 6]
+  for key in ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_grad_norm',
+              'g_grad_norm', 'steps_per_sec'):
+    assert np.isfinite(logged[-1][key])
+  evals = [l for l in lines if 'modes' in l]
+  assert evals[-1]['step'] == 6 and 0 <= evals[-1]['hq'] <= 1
+  assert os.path.exists(tmp_path / 'samples' / 'step_0000006.png')
+  assert json.load(open(tmp_path / 'config.json'))['loss']['name'] == 'non_saturating'
+  assert os.listdir(tmp_path / 'tensorboard')
+  assert checkpoint.Checkpointer(str(tmp_path), config).latest_step() == 6
+
+
+def test_training_changes_both_networks(tmp_path):
+  from gan_jax import data, models, state as state_lib  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  it = data.build(config, config.batch_size)
+  g, d = models.build(config, it.example_shape)
+  init = state_lib.create(config, g, d, it.example_shape)
+  final = train.train_and_evaluate(config, str(tmp_path))
+  assert not leaves_equal(init.g.params, final.g.params)
+  assert not leaves_equal(init.d.params, final.d.params)
+
+
+class _Killed(BaseException):
+  pass
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+  config = tiny_config(num_steps=8, checkpoint__every=4)
+  config.g.optimizer.schedule = 'linear'  # Resume must not restart the schedule.
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  # Stop the second run as a kill would, right after its step-4 checkpoint.
+  save = checkpoint.Checkpointer.save
+  def save_then_die(self, step, *args):
+    save(self, step, *args)
+    self.wait()
+    if step == 4:
+      raise _Killed()
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save)
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert int(resumed.step) == 8
+  assert leaves_equal(straight, resumed)
+
+
+def test_finished_run_relaunched_does_nothing_more(tmp_path):
+  config = tiny_config()
+  first = train.train_and_evaluate(config, str(tmp_path))
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert leaves_equal(first, again)
+
+
+@pytest.mark.parametrize('name', sorted(losses.LOSSES))
+def test_every_loss_trains_a_few_hundred_steps(name, tmp_path):
+  config = tiny_config(f'loss={name}', num_steps=300, log_every=50,
+                       eval_every=300, checkpoint__every=300, batch_size=64)
+  state = train.train_and_evaluate(config, str(tmp_path))  # Raises on NaN.
+  assert int(state.step) == 300
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+  if losses.get(name).clip_d_weights:
+    assert max(float(np.abs(x).max()) for x in jax.tree.leaves(state.d.params)) <= config.loss.clip
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+  config = tiny_config()
+  config.d.optimizer.lr = 1e30
+  config.g.optimizer.lr = 1e30
+  with pytest.raises(UserError, match='non-finite .* at step'):
+    train.train_and_evaluate(config, str(tmp_path))
