@@ -58,14 +58,25 @@ def get_config(arg=None):
   config.data.grid_size = config_dict.placeholder(int)
   config.data.grid_spacing = config_dict.placeholder(float)
 
+  # Linear decay of the learning rate to 0 sharpens the modes at the end.
   config.g = ml_collections.ConfigDict(dict(
-      width=128, depth=3, activation='relu', optimizer=optimizer(1e-3, 0.5, 0.999)))
+      width=256, depth=3, activation='relu',
+      optimizer=optimizer(1e-3, 0.5, 0.999, schedule='linear')))
   config.d = ml_collections.ConfigDict(dict(
-      width=128, depth=3, activation='relu', optimizer=optimizer(1e-3, 0.5, 0.999)))
+      width=256, depth=3, activation='relu',
+      optimizer=optimizer(1e-3, 0.5, 0.999, schedule='linear')))
 
   config.loss = ml_collections.ConfigDict(dict(name=args['loss'], clip=0.01))
   # An extra penalty on D ('' for none); wgan_gp adds `gradient_penalty` itself.
   config.penalty = ml_collections.ConfigDict(dict(name='', weight=10.0))
+
+  # A non-finite loss or gradient: 'stop' (name the step; the last good
+  # checkpoint stays the latest) or 'skip' the update and count it.
+  config.nonfinite = 'stop'
+  # Resuming: 0 = the latest checkpoint; N = the one at step N. A run refuses
+  # a config that changes the run (model, loss, data, batch) unless allowed.
+  config.resume_from_step = 0
+  config.allow_config_change = False
 
   config.log_every = 200
   config.eval_every = 1000
@@ -75,10 +86,10 @@ def get_config(arg=None):
 
   if args['loss'] == 'wasserstein':
     config.d_steps = 5
-    config.g.optimizer = optimizer(5e-5, 0.5, 0.999)
-    config.d.optimizer = optimizer(5e-5, 0.5, 0.999)
+    config.g.optimizer = optimizer(5e-5, 0.5, 0.999, schedule='linear')
+    config.d.optimizer = optimizer(5e-5, 0.5, 0.999, schedule='linear')
   elif args['loss'] == 'wgan_gp':
     config.d_steps = 5
-    config.g.optimizer = optimizer(1e-4, 0.5, 0.9)
-    config.d.optimizer = optimizer(1e-4, 0.5, 0.9)
+    config.g.optimizer = optimizer(1e-4, 0.5, 0.9, schedule='linear')
+    config.d.optimizer = optimizer(1e-4, 0.5, 0.9, schedule='linear')
   return config

@@ -49,16 +49,25 @@ def learning_rate(opt_config, num_steps):
   return schedule
 
 
-def make_optimizer(opt_config, num_steps) -> optax.GradientTransformation:
+# With config.nonfinite='skip', this many non-finite updates in a row stop the run.
+MAX_CONSECUTIVE_SKIPS = 100
+
+
+def make_optimizer(opt_config, num_steps, skip_nonfinite=False):
   """Adam with the learning rate, schedule and betas of `config.{g,d}.optimizer`.
 
-  `num_steps` is the number of updates this network gets over the run.
+  `num_steps` is the number of updates this network gets over the run. With
+  `skip_nonfinite`, updates whose gradients are not finite are dropped
+  (`optax.apply_if_finite`, which counts them in its state).
   """
   if opt_config.lr <= 0:
     raise UserError(f'learning rate must be positive, got {opt_config.lr}; '
                     'set config.g.optimizer.lr / config.d.optimizer.lr')
-  return optax.adam(learning_rate(opt_config, num_steps), b1=opt_config.b1,
-                    b2=opt_config.b2, eps=opt_config.eps)
+  tx = optax.adam(learning_rate(opt_config, num_steps), b1=opt_config.b1,
+                  b2=opt_config.b2, eps=opt_config.eps)
+  if skip_nonfinite:
+    tx = optax.apply_if_finite(tx, MAX_CONSECUTIVE_SKIPS)
+  return tx
 
 
 def _init_net(module, key, dummy_input, tx):
@@ -74,6 +83,10 @@ def create(config, generator, discriminator, example_shape) -> GANState:
 
   Restoring a checkpoint uses this same function to build the target tree.
   """
+  if config.nonfinite not in ('stop', 'skip'):
+    raise UserError(f"config.nonfinite must be 'stop' or 'skip', got "
+                    f'{config.nonfinite!r}')
+  skip = config.nonfinite == 'skip'
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   g_key, d_key = jax.random.split(init_key)
   # Two examples, so that layers that need a batch (BatchNorm) initialise.
@@ -81,9 +94,9 @@ def create(config, generator, discriminator, example_shape) -> GANState:
   x = jnp.zeros((2, *example_shape), jnp.float32)
   return GANState(
       step=jnp.zeros((), jnp.int32),
-      g=_init_net(generator, g_key, z,
-                 make_optimizer(config.g.optimizer, config.num_steps)),
+      g=_init_net(generator, g_key, z, make_optimizer(
+          config.g.optimizer, config.num_steps, skip)),
       d=_init_net(discriminator, d_key, x, make_optimizer(
-          config.d.optimizer, config.num_steps * config.d_steps)),
+          config.d.optimizer, config.num_steps * config.d_steps, skip)),
       key=train_key,
   )

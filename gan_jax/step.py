@@ -20,6 +20,15 @@ from gan_jax import penalties
 from gan_jax import rng
 
 AXIS = 'batch'
+NO_NONFINITE = jnp.iinfo(jnp.int32).max
+
+
+def decode_nonfinite(code):
+  """(first step, ['d', 'g'] nets) from a `nonfinite` metric, or None."""
+  code = int(code)
+  if code == NO_NONFINITE:
+    return None
+  return code // 4, [n for bit, n in ((1, 'd'), (2, 'g')) if code & bit]
 
 
 def _apply(net, params, x, train, dropout_key):
@@ -35,6 +44,11 @@ def _dropout_key(key):
   # noise they depend on the device layout; models without dropout ignore this.
   return jax.random.fold_in(jax.random.fold_in(key, rng.DROPOUT),
                             lax.axis_index(AXIS))
+
+
+def opt_counter(opt_state, field):
+  """A counter of optax.apply_if_finite's state, as float32 for the logs."""
+  return getattr(opt_state, field).astype(jnp.float32)
 
 
 def make_train_step(config):
@@ -90,6 +104,8 @@ def make_train_step(config):
   def train_step(state, batch):
     key = jax.random.fold_in(state.key, state.step)
     (state, _, _), d_metrics = lax.scan(d_update, (state, key, 0), batch)
+    d_bad = jnp.any(~jnp.isfinite(d_metrics['d_loss'])
+                    | ~jnp.isfinite(d_metrics['d_grad_norm']))
     d_metrics = jax.tree.map(lambda m: m[-1], d_metrics)  # The last D update's.
 
     local_batch = batch.shape[1]
@@ -114,7 +130,22 @@ def make_train_step(config):
     g = state.g.apply_gradients(grads=grads, model_state=new_g_state)
     metrics = dict(d_metrics, g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
     metrics = lax.pmean(metrics, AXIS)
-    return state.replace(g=g, step=state.step + 1), metrics
+    g_bad = ~jnp.isfinite(metrics['g_loss']) | ~jnp.isfinite(metrics['g_grad_norm'])
+    d_bad = lax.pmax(d_bad, AXIS)
+    # Non-finite guard: (step number) * 4 + 1 if D and + 2 if G went non-finite
+    # in this step, else NO_NONFINITE; the smallest over steps is the first.
+    step_no = state.step + 1
+    if config.nonfinite == 'skip':  # optax.apply_if_finite counts the skips.
+      metrics['d_skipped'] = opt_counter(state.d.opt_state, 'total_notfinite')
+      metrics['g_skipped'] = opt_counter(g.opt_state, 'total_notfinite')
+      metrics['skipped_in_a_row'] = jnp.maximum(
+          opt_counter(state.d.opt_state, 'notfinite_count'),
+          opt_counter(g.opt_state, 'notfinite_count'))
+      d_bad = g_bad = jnp.array(False)
+    metrics['nonfinite'] = jnp.where(
+        d_bad | g_bad, step_no * 4 + d_bad.astype(jnp.int32)
+        + 2 * g_bad.astype(jnp.int32), NO_NONFINITE)
+    return state.replace(g=g, step=step_no), metrics
 
   return train_step
 
@@ -129,7 +160,10 @@ def make_multi_step(config):
 
   def multi_step(state, batches):
     state, metrics = lax.scan(train_step, state, batches)
-    return state, jax.tree.map(lambda m: m[-1], metrics)
+    nonfinite = jnp.min(metrics.pop('nonfinite'))
+    metrics = jax.tree.map(lambda m: m[-1], metrics)
+    metrics['nonfinite'] = nonfinite
+    return state, metrics
 
   return multi_step
 

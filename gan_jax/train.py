@@ -7,10 +7,13 @@ checkpointing every `config.checkpoint.every` steps and at the end.
 """
 import json
 import os
+import signal
+import threading
 import time
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax.jax_utils import unreplicate
@@ -49,23 +52,84 @@ class DeviceFeeder:
     return jax.device_put(host, self.sharding), self.iterator.get_state()
 
 
-def _prepare_workdir(workdir, config):
+def _check_writable(workdir):
+  """Fails early, before anything is written, if `workdir` cannot be used."""
+  probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
   except OSError as e:
     raise UserError(f'workdir {workdir!r} is not writable ({e.strerror}); pass '
                     'a --workdir you can write to') from None
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+
+
+class StopSignal:
+  """Turns SIGTERM (preemption) and Ctrl-C into a request to save and stop.
+
+  On several hosts, the hosts must stop at the same step: there orbax's
+  preemption sync point (`reached_preemption`) decides, since JAX's
+  distributed runtime receives the preemption notice on every host.
+  """
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # A second Ctrl-C: stop without saving.
+    self.signal = signal.Signals(signum).name
+    logging.warning('%s received: saving a checkpoint and stopping.', self.signal)
+
+  def requested(self, ckpt, step):
+    if jax.process_count() > 1:
+      return ckpt.reached_preemption(step)
+    return self.signal is not None
+
+  def restore(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _restore(ckpt, config, state, data_iter):
+  """Restores the latest (or config.resume_from_step) checkpoint, if any."""
+  step = config.resume_from_step or ckpt.latest_step()
+  if step is None:
+    return state
+  if step not in ckpt.all_steps():
+    raise UserError(f'no checkpoint at step {step} in {ckpt.directory}; it has '
+                    f'steps {ckpt.all_steps()}; pass --config.resume_from_step=N '
+                    'with one of them')
+  saved_config = ckpt.restore_config(step)
+  changes = checks.config_changes(saved_config, config.to_dict())
+  if changes and not config.allow_config_change:
+    raise UserError(
+        f'the config differs from the one the run in {ckpt.directory} was '
+        f'saved with: {"; ".join(changes)}. Use a new --workdir, or pass '
+        '--config.allow_config_change=true to continue anyway')
+  state, data_state = ckpt.restore(step, state)
+  data_iter.set_state(data_state)
+  aside = ckpt.set_aside_after(step)
+  if aside:
+    logging.warning('Moved the later checkpoints (steps %s) to %s_abandoned.',
+                    aside, ckpt.directory)
+  logging.info('Resumed from the checkpoint at step %d in %s.', step,
+               ckpt.directory)
+  return state
 
 
 def train_and_evaluate(config, workdir):
-  """Trains (or resumes) the run in `workdir`; returns the final GANState."""
+  """Trains (or resumes) the run in `workdir`; returns the final GANState.
+
+  Nothing is written to `workdir` until the config, data and models have been
+  checked and the latest checkpoint restored.
+  """
   checks.validate(config)
   devices = jax.local_devices()
   if config.batch_size % jax.device_count():
@@ -73,7 +137,7 @@ def train_and_evaluate(config, workdir):
         f'batch_size {config.batch_size} does not divide over '
         f'{jax.device_count()} devices; use a multiple of {jax.device_count()} '
         '(--config.batch_size=N)')
-  _prepare_workdir(workdir, config)
+  _check_writable(workdir)
   logging.info('%d devices (%d on this host, process %d of %d), batch %d per '
                'device', jax.device_count(), len(devices), jax.process_index(),
                jax.process_count(), config.batch_size // jax.device_count())
@@ -84,15 +148,12 @@ def train_and_evaluate(config, workdir):
   generator, discriminator = models.build(config, data_iter.example_shape)
   state = state_lib.create(config, generator, discriminator,
                            data_iter.example_shape)
-
   ckpt = checkpoint.Checkpointer(workdir, config)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, data_state, _ = ckpt.restore(latest, state)
-    data_iter.set_state(data_state)
-    logging.info('Resumed from the checkpoint at step %d in %s.', latest,
-                 ckpt.directory)
+  state = _restore(ckpt, config, state, data_iter)
   start = int(state.step)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
 
   p_step = jax.pmap(step_lib.make_multi_step(config), axis_name=step_lib.AXIS,
                     donate_argnums=(0,))
@@ -100,44 +161,70 @@ def train_and_evaluate(config, workdir):
   state = flax.jax_utils.replicate(state, devices)
   feeder = DeviceFeeder(data_iter, config.d_steps, devices)
   writer = writers.MetricWriter(workdir)
+  stop = StopSignal()
   periods = (config.log_every, config.eval_every, config.checkpoint.every)
-
-  t0, t_step = time.time(), start
-  step = start
-  while step < config.num_steps:
-    # Run up to steps_per_call steps, stopping at the next log/eval/save step.
-    k = min([config.steps_per_call, config.num_steps - step]
-            + [p - step % p for p in periods])
-    batch, data_state = feeder.next(k)
-    state, metrics = p_step(state, batch)
-    step += k
-    last = step == config.num_steps
-    if step % config.log_every == 0 or last:
-      scalars = jax.device_get(unreplicate(metrics))
-      bad = [name for name, v in scalars.items() if not np.isfinite(v)]
-      if bad:
-        raise UserError(f'non-finite {", ".join(bad)} at step {step}; lower the '
-                        'learning rate or add a penalty. The last checkpoint is '
-                        f'left in {ckpt.directory}')
-      now = time.time()
-      sps = (step - t_step) / max(now - t0, 1e-9)
-      t0, t_step = now, step
-      writer.write_scalars(step, {**scalars, 'steps_per_sec': sps})
-      eta = (config.num_steps - step) / max(sps, 1e-9)
-      logging.info('step %d/%d  d_loss %.4f  g_loss %.4f  %.1f steps/s  ETA %s',
-                   step, config.num_steps, scalars['d_loss'], scalars['g_loss'],
-                   sps, time.strftime('%H:%M:%S', time.gmtime(eta)))
-    if step % config.eval_every == 0 or last:
-      results = evaluate.evaluate(config, generate, unreplicate(state.g), step,
-                                  workdir, writer)
-      if results:
-        writer.write_scalars(step, results)
-        logging.info('eval step %d  %s', step, '  '.join(
-            f"{name} {v:.4g}" for name, v in results.items()))
-    if step % config.checkpoint.every == 0 or last:
-      ckpt.save(step, unreplicate(state), data_state, config)
-
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
+  try:
+    t0, t_step = time.time(), start
+    step = start
+    nonfinite = None  # The first non-finite step since the last check, on device.
+    while step < config.num_steps:
+      # Run up to steps_per_call steps, stopping at the next log/eval/save step.
+      k = min([config.steps_per_call, config.num_steps - step]
+              + [p - step % p for p in periods])
+      batch, data_state = feeder.next(k)
+      state, metrics = p_step(state, batch)
+      nonfinite = (metrics['nonfinite'] if nonfinite is None
+                   else jnp.minimum(nonfinite, metrics['nonfinite']))
+      step += k
+      last = step == config.num_steps
+      stopping = stop.requested(ckpt, step)
+      save = step % config.checkpoint.every == 0 or last or stopping
+      if step % config.log_every == 0 or save:
+        # Fetched at log and save steps only, so the host does not wait on the
+        # devices in between; a bad state is never saved.
+        metrics = jax.device_get(unreplicate(metrics))
+        bad = step_lib.decode_nonfinite(unreplicate(nonfinite))
+        nonfinite = None
+        if bad:
+          raise UserError(
+              f'non-finite loss or gradient in {" and ".join(bad[1])} at step '
+              f'{bad[0]}; lower the learning rate, add a penalty, or set '
+              "--config.nonfinite=skip. The last good checkpoint "
+              f'(step {ckpt.latest_step()}) is left in {ckpt.directory}')
+        scalars = {name: float(v) for name, v in metrics.items()
+                   if name != 'nonfinite'}
+        if scalars.get('skipped_in_a_row', 0) >= state_lib.MAX_CONSECUTIVE_SKIPS:
+          raise UserError(
+              f'{state_lib.MAX_CONSECUTIVE_SKIPS} non-finite updates in a row '
+              f'up to step {step}; the run cannot recover. Lower the learning '
+              f'rate; the last good checkpoint is in {ckpt.directory}')
+        now = time.time()
+        sps = (step - t_step) / max(now - t0, 1e-9)
+        t0, t_step = now, step
+        writer.write_scalars(step, {**scalars, 'steps_per_sec': sps})
+        eta = (config.num_steps - step) / max(sps, 1e-9)
+        logging.info('step %d/%d  d_loss %.4f  g_loss %.4f  %.1f steps/s  ETA %s',
+                     step, config.num_steps, scalars['d_loss'],
+                     scalars['g_loss'], sps,
+                     time.strftime('%H:%M:%S', time.gmtime(eta)))
+      if step % config.eval_every == 0 or last:
+        results = evaluate.evaluate(config, generate, unreplicate(state.g),
+                                    step, workdir, writer)
+        if results:
+          writer.write_scalars(step, results)
+          logging.info('eval step %d  %s', step, '  '.join(
+              f'{name} {v:.4g}' for name, v in results.items()))
+      if save:
+        ckpt.save(step, unreplicate(state), data_state, config)
+      if stopping:
+        ckpt.wait()
+        logging.warning('Stopped by %s at step %d; the checkpoint is saved. '
+                        'Launch again with the same --workdir to continue.',
+                        stop.signal or 'preemption', step)
+        break
+  finally:
+    stop.restore()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
   return unreplicate(state)

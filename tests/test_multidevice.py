@@ -33,7 +33,7 @@ def restore_final(workdir):
   g, d = models.build(config, it.example_shape)
   template = state_lib.create(config, g, d, it.example_shape)
   ckpt = checkpoint.Checkpointer(str(workdir), config)
-  state, data_state, _ = ckpt.restore(ckpt.latest_step(), template)
+  state, data_state = ckpt.restore(ckpt.latest_step(), template)
   return state, data_state, config
 
 

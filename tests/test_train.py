@@ -25,7 +25,8 @@ def test_run_writes_metrics_samples_config_and_checkpoints(tmp_path):
   assert int(state.step) == 6
   lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   logged = [l for l in lines if 'd_loss' in l]
-  assert [l['step'] for l in logged] == [2, 4, 6]
+  # Every log step (2) and every checkpoint step (3), whose state is checked.
+  assert [l['step'] for l in logged] == [2, 3, 4, 6]
   for key in ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_grad_norm',
               'g_grad_norm', 'steps_per_sec'):
     assert np.isfinite(logged[-1][key])
