@@ -13,12 +13,19 @@ global batch, so no example is seen twice or dropped across hosts.
 """
 from typing import Callable
 
+from gan_jax.data import own_images
+from gan_jax.data import tfds_data
 from gan_jax.data import toy
 from gan_jax.errors import UserError
 
 DATASETS: dict[str, Callable] = {
     'ring8': toy.build,
     'grid25': toy.build,
+    'mnist': tfds_data.build,
+    'fashion_mnist': tfds_data.build,
+    'cifar10': tfds_data.build,
+    'celeb_a': tfds_data.build,
+    'images': own_images.build,
 }
 
 
