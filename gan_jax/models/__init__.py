@@ -16,10 +16,16 @@ in its own module and register it below.
 from typing import Callable
 
 from gan_jax.errors import UserError
+from gan_jax.models import dcgan
+from gan_jax.models import dcgan_mnist
 from gan_jax.models import mlp
+from gan_jax.models import sngan_resnet
 
 MODELS: dict[str, Callable] = {
+    'dcgan': dcgan.build,
+    'dcgan_mnist': dcgan_mnist.build,
     'mlp': mlp.build,
+    'sngan_resnet': sngan_resnet.build,
 }
 
 

@@ -1,0 +1,94 @@
+"""DCGAN (Radford et al. 2015) for 32x32 and 64x64 images.
+
+With n = log2(size / 4) stride-2 layers (3 at 32x32, 4 at 64x64) and base
+width ch:
+
+  G: z -> Dense 4*4*(ch * 2^(n-1)) (no bias) -> reshape -> BN -> ReLU      4x4
+       -> (n - 1) x [4x4 transposed conv, stride 2, halving the channels
+          (no bias) -> BN -> ReLU]                          down to ch channels
+       -> 4x4 transposed conv, stride 2, to C channels -> tanh        size
+  D: x -> 4x4 conv ch, stride 2 -> LeakyReLU 0.2
+       -> (n - 1) x [4x4 conv, stride 2, doubling the channels (no bias)
+          -> BN -> LeakyReLU 0.2]                                      4x4
+       -> flatten -> Dense 1 (logits)
+
+At 64x64 this is the paper's network (G starts at 4x4x(8 ch), D ends at
+4x4x(8 ch)); at 32x32 one stride-2 layer fewer, so G starts at 4x4x(4 ch) and
+mirrors D, and both keep ch channels next to the image. The paper's final
+4x4 'valid' convolution of D is the Dense layer here (the same map). Kernels
+are drawn from N(0, 0.02) as in the paper; BatchNorm normalises per channel,
+with momentum 0.9 and epsilon 1e-5 (PyTorch's defaults, which the reference
+implementations use).
+
+Config fields read:
+  z_dim: noise size (the paper's is 100).
+  g.channels, d.channels: the base width ch of G and D (default 64, the paper's).
+  dtype: compute dtype, 'float32' (default) or 'bfloat16'; parameters are
+      float32 either way.
+The examples must be 32x32 or 64x64 with any number of channels C.
+"""
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from gan_jax.models import common
+
+SIZES = (32, 64)
+KERNEL_INIT = nn.initializers.normal(0.02)
+LEAKY_SLOPE = 0.2
+
+
+class Generator(nn.Module):
+  size: int
+  out_channels: int
+  channels: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, train: bool = True):
+    def bn_relu(x):
+      return nn.relu(common.batch_norm(train, self.dtype)(x))
+
+    n = int(math.log2(self.size // 4))
+    ch = self.channels * 2 ** (n - 1)
+    x = nn.Dense(4 * 4 * ch, use_bias=False, dtype=self.dtype,
+                 kernel_init=KERNEL_INIT)(z.astype(self.dtype))
+    x = bn_relu(x.reshape(z.shape[0], 4, 4, ch))
+    for _ in range(n - 1):
+      ch //= 2
+      x = bn_relu(nn.ConvTranspose(ch, (4, 4), (2, 2), padding='SAME',
+                                   use_bias=False, dtype=self.dtype,
+                                   kernel_init=KERNEL_INIT)(x))
+    x = nn.ConvTranspose(self.out_channels, (4, 4), (2, 2), padding='SAME',
+                         dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
+    return jnp.tanh(x).astype(jnp.float32)
+
+
+class Discriminator(nn.Module):
+  channels: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    n = int(math.log2(x.shape[1] // 4))
+    x = x.astype(self.dtype)
+    for i in range(n):
+      first = i == 0
+      # No bias where BatchNorm follows: its shift makes one redundant.
+      x = nn.Conv(self.channels * 2 ** i, (4, 4), (2, 2), padding='SAME',
+                  use_bias=first, dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
+      if not first:
+        x = common.batch_norm(train, self.dtype)(x)
+      x = nn.leaky_relu(x, LEAKY_SLOPE)
+    x = x.reshape(x.shape[0], -1)
+    logits = nn.Dense(1, dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
+    return logits[:, 0].astype(jnp.float32)
+
+
+def build(config, example_shape):
+  size, channels = common.square_image(example_shape, SIZES, 'dcgan')
+  dtype = common.compute_dtype(config)
+  return (Generator(size, channels, config.g.get('channels', 64), dtype),
+          Discriminator(config.d.get('channels', 64), dtype))

@@ -1,0 +1,98 @@
+"""The DCGAN of the TensorFlow DCGAN tutorial, for 28x28 images (MNIST).
+
+The layers, sizes and Keras defaults of that tutorial (Glorot-uniform kernels,
+zero biases, BatchNorm momentum 0.99 and epsilon 1e-3, LeakyReLU slope 0.3):
+
+  G: z -> Dense 7*7*256 (no bias) -> BN -> LeakyReLU -> reshape [7, 7, 256]
+       -> 5x5 up-conv 128, stride 1 -> BN -> LeakyReLU      7x7
+       -> 5x5 up-conv 64, stride 2  -> BN -> LeakyReLU      14x14
+       -> 5x5 up-conv C, stride 2 -> tanh                   28x28
+     (up-convs without bias; 2,305,472 parameters and 25,472 BatchNorm
+     statistics for z_dim=100, C=1)
+  D: x -> 5x5 conv 64, stride 2 -> LeakyReLU -> Dropout 0.3     14x14
+       -> 5x5 conv 128, stride 2 -> LeakyReLU -> Dropout 0.3    7x7
+       -> flatten -> Dense 1 (logits)                (212,865 parameters, C=1)
+
+Config fields read:
+  z_dim: noise size (the tutorial's is 100).
+  g.upsample: 'transpose' (default; the tutorial's transposed convolutions) or
+      'resize_conv' (nearest-neighbour x2 upsampling, then a 5x5 stride-1
+      convolution): the same shapes and parameter counts, and much faster on
+      CPU, where XLA's transposed (input-dilated) convolutions are slow.
+  dtype: compute dtype, 'float32' (default) or 'bfloat16'; parameters are
+      float32 either way.
+The examples must be 28x28 with any number of channels C (MNIST: 1).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from gan_jax.errors import UserError
+from gan_jax.models import common
+
+UPSAMPLE = ('transpose', 'resize_conv')
+# Keras' defaults, which the tutorial uses throughout.
+KERNEL_INIT = nn.initializers.glorot_uniform()
+BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
+LEAKY_SLOPE = 0.3
+DROPOUT = 0.3
+
+
+def _up_conv(x, features, stride, upsample, dtype):
+  """A 5x5 'SAME' convolution that upsamples by `stride` (1 or 2), no bias."""
+  if upsample == 'transpose':
+    return nn.ConvTranspose(features, (5, 5), (stride, stride), padding='SAME',
+                            use_bias=False, dtype=dtype,
+                            kernel_init=KERNEL_INIT)(x)
+  x = common.upsample_nearest(x, stride)
+  return nn.Conv(features, (5, 5), padding='SAME', use_bias=False, dtype=dtype,
+                 kernel_init=KERNEL_INIT)(x)
+
+
+class Generator(nn.Module):
+  channels: int = 1
+  upsample: str = 'transpose'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, train: bool = True):
+    def bn_act(x):
+      x = common.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON)(x)
+      return nn.leaky_relu(x, LEAKY_SLOPE)
+
+    x = nn.Dense(7 * 7 * 256, use_bias=False, dtype=self.dtype,
+                 kernel_init=KERNEL_INIT)(z.astype(self.dtype))
+    # Normalised per unit of the dense output, as Keras' BatchNormalization
+    # after a Dense layer does, before the reshape.
+    x = bn_act(x).reshape(z.shape[0], 7, 7, 256)
+    x = bn_act(_up_conv(x, 128, 1, self.upsample, self.dtype))
+    x = bn_act(_up_conv(x, 64, 2, self.upsample, self.dtype))
+    x = jnp.tanh(_up_conv(x, self.channels, 2, self.upsample, self.dtype))
+    return x.astype(jnp.float32)
+
+
+class Discriminator(nn.Module):
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = x.astype(self.dtype)
+    for features in (64, 128):
+      x = nn.Conv(features, (5, 5), (2, 2), padding='SAME', dtype=self.dtype,
+                  kernel_init=KERNEL_INIT)(x)
+      x = nn.leaky_relu(x, LEAKY_SLOPE)
+      x = nn.Dropout(DROPOUT, deterministic=not train)(x)
+    x = x.reshape(x.shape[0], -1)
+    logits = nn.Dense(1, dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
+    return logits[:, 0].astype(jnp.float32)
+
+
+def build(config, example_shape):
+  _, channels = common.square_image(example_shape, (28,), 'dcgan_mnist')
+  upsample = config.g.get('upsample', 'transpose')
+  if upsample not in UPSAMPLE:
+    raise UserError(f'unknown config.g.upsample {upsample!r}; use one of: '
+                    + ', '.join(UPSAMPLE))
+  dtype = common.compute_dtype(config)
+  return (Generator(channels, upsample, dtype), Discriminator(dtype))
