@@ -2,8 +2,17 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
+
+# Compiled programs are cached on disk and shared by every test and launch.py
+# subprocess (they inherit the environment): many tests launch the same tiny
+# config several times, and on CI's 2 cores compiling dominates.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), f'gan_jax_tests_jax_cache_{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

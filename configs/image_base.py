@@ -1,0 +1,52 @@
+"""Shared settings of the image configs (not a config to launch by itself).
+
+Each image config calls `image_config(...)`, which starts from
+configs/default.py (so every field exists, and a fork that adds a field there
+gets it everywhere) and replaces the data and model settings.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from configs import default
+
+
+def data_config(name, **fields):
+  """The fields every image dataset reads (see gan_jax/data/)."""
+  data = ml_collections.ConfigDict(dict(
+      name=name,
+      seed=0,
+      split='train',  # A TFDS split, e.g. 'train', 'test', 'train[:90%]'.
+      # Where the prepared TFDS dataset is (None: $TFDS_DATA_DIR or
+      # ~/tensorflow_datasets). gan_jax never downloads.
+      data_dir=config_dict.placeholder(str),
+      # Your own images ('images'): a folder of .png/.jpg or an .npz.
+      path=config_dict.placeholder(str),
+      image_size=config_dict.placeholder(int),  # None: the dataset's own.
+      channels=config_dict.placeholder(int),  # None: the data's own.
+      num_workers=0,  # grain worker processes for decoding.
+  ))
+  data.update(fields)
+  return data
+
+
+def image_config(*, data, model, loss, z_dim, batch_size, num_steps, lr, b1,
+                 b2, schedule='constant', d_steps=1):
+  """A config for `model` on image dataset `data` (a name or a ConfigDict)."""
+  config = default.get_config(f'loss={loss}')
+  config.model = model
+  config.data = data if isinstance(data, ml_collections.ConfigDict) else (
+      data_config(data))
+  config.z_dim = z_dim
+  config.batch_size = batch_size
+  config.num_steps = num_steps
+  config.d_steps = d_steps
+  # Image models are big enough not to be dispatch-bound.
+  config.steps_per_call = 10
+  for net in (config.g, config.d):
+    net.optimizer = default.optimizer(lr, b1, b2, schedule=schedule)
+  config.log_every = 100
+  config.eval_every = 1000
+  # Sample grids: grid_rows x grid_rows images from fixed noise.
+  config.eval.grid_rows = 8
+  config.checkpoint.every = 1000
+  return config

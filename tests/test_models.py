@@ -1,0 +1,125 @@
+"""Model shapes, parameter counts and the checks on the data they accept."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import models
+from gan_jax.errors import UserError
+from tests.conftest import tiny_config
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _init(config, shape, batch=2):
+  """Variables and outputs of both networks, as shapes (nothing is compiled)."""
+  g, d = models.build(config, shape)
+  key = jax.random.PRNGKey(0)
+  z = jnp.zeros((batch, config.z_dim))
+  g_vars = jax.eval_shape(lambda: g.init(key, z, train=False))
+  x = jax.eval_shape(lambda v: g.apply(v, z, train=False), g_vars)
+  d_vars = jax.eval_shape(lambda: d.init(key, jnp.zeros(x.shape), train=False))
+  logits = jax.eval_shape(
+      lambda v: d.apply(v, jnp.zeros(x.shape), train=False), d_vars)
+  return g_vars, d_vars, x, logits
+
+
+def _image_config(model, **fields):
+  config = tiny_config()
+  config.model = model
+  config.z_dim = 100
+  for key, value in fields.items():
+    net, name = key.split('__')
+    config[net][name] = value
+  return config
+
+
+def test_dcgan_mnist_is_the_seeds_network():
+  """The TensorFlow DCGAN tutorial's parameter counts (model.summary())."""
+  g_vars, d_vars, x, logits = _init(_image_config('dcgan_mnist'), (28, 28, 1))
+  assert x.shape == (2, 28, 28, 1) and logits.shape == (2,)
+  assert _count(g_vars['params']) == 2_305_472
+  # Keras counts BN's moving mean/variance as non-trainable parameters.
+  assert _count(g_vars['batch_stats']) == 25_472
+  assert _count(d_vars['params']) == 212_865
+
+
+def test_dcgan_mnist_resize_conv_has_the_same_parameters():
+  g, _, x, _ = _init(_image_config('dcgan_mnist', g__upsample='resize_conv'),
+                     (28, 28, 1))
+  assert x.shape == (2, 28, 28, 1) and _count(g['params']) == 2_305_472
+
+
+@pytest.mark.parametrize('size,channels', [(32, 3), (64, 3), (32, 1)])
+def test_dcgan_shapes(size, channels):
+  config = _image_config('dcgan', g__channels=8, d__channels=8)
+  g, d, x, logits = _init(config, (size, size, channels))
+  assert x.shape == (2, size, size, channels) and logits.shape == (2,)
+  assert x.dtype == jnp.float32 and logits.dtype == jnp.float32
+  # G starts at 4x4 with ch * 2^(n-1) channels, n = log2(size / 4).
+  n = int(np.log2(size // 4))
+  assert g['params']['Dense_0']['kernel'].shape == (100, 16 * 8 * 2 ** (n - 1))
+
+
+def test_sngan_resnet_shapes_and_spectral_norm_state():
+  config = _image_config('sngan_resnet', g__channels=16, d__channels=16)
+  config.z_dim = 128
+  g, d, x, logits = _init(config, (32, 32, 3))
+  assert x.shape == (2, 32, 32, 3) and logits.shape == (2,)
+  # Every D layer is spectrally normalised: its power-iteration state lives
+  # beside BatchNorm's statistics in the 'batch_stats' collection.
+  sn = [k for k in jax.tree_util.tree_flatten_with_path(d['batch_stats'])[0]
+        if 'u' in str(k[0][-1])]
+  assert len(sn) == 8 + 2 + 1  # 8 residual convs, 2 shortcut convs, dense.
+
+
+def test_sngan_spectral_norm_bounds_the_dense_layer():
+  config = _image_config('sngan_resnet', g__channels=16, d__channels=16)
+  config.z_dim = 128
+  _, d = models.build(config, (32, 32, 3))
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
+  variables = d.init(jax.random.PRNGKey(0), x, train=False)
+  # Many power iterations in training mode converge u to the top singular vector.
+  step = jax.jit(lambda v: {**v, **d.apply(v, x, train=True,
+                                            mutable=['batch_stats'])[1]})
+  for _ in range(30):
+    variables = step(variables)
+  stats = jax.tree_util.tree_flatten_with_path(variables['batch_stats'])[0]
+  sigma = [v for k, v in stats if 'sigma' in str(k[-1])]
+  kernel = variables['params']['Dense_0']['kernel']
+  np.testing.assert_allclose(float(sigma[-1]),
+                             float(np.linalg.svd(kernel, compute_uv=False)[0]),
+                             rtol=1e-3)
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params_and_outputs():
+  config = _image_config('dcgan', g__channels=8, d__channels=8)
+  config.dtype = 'bfloat16'
+  g, d, x, logits = _init(config, (32, 32, 3))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(g['params']))
+  assert x.dtype == jnp.float32 and logits.dtype == jnp.float32
+  g_mod, _ = models.build(config, (32, 32, 3))
+  jaxpr = str(jax.make_jaxpr(lambda v, z: g_mod.apply(v, z, train=False))(
+      g, jnp.zeros((2, 100))))
+  # The convolutions take bf16 operands.
+  convs = [l for l in jaxpr.splitlines() if 'conv_general_dilated' in l]
+  assert convs and all('bf16' in l for l in convs)
+
+
+@pytest.mark.parametrize('model,shape', [
+    ('dcgan_mnist', (32, 32, 3)), ('dcgan', (28, 28, 1)),
+    ('sngan_resnet', (64, 64, 3)), ('dcgan', (2,))])
+def test_wrong_image_size_is_a_clear_error(model, shape):
+  with pytest.raises(UserError, match='takes square images'):
+    models.build(_image_config(model), shape)
+
+
+def test_unknown_model_and_dtype():
+  with pytest.raises(UserError, match='unknown model'):
+    models.build(_image_config('resnet9000'), (32, 32, 3))
+  config = _image_config('dcgan')
+  config.dtype = 'float8'
+  with pytest.raises(UserError, match='unknown dtype'):
+    models.build(config, (32, 32, 3))
