@@ -48,5 +48,16 @@ def image_config(*, data, model, loss, z_dim, batch_size, num_steps, lr, b1,
   config.eval_every = 1000
   # Sample grids: grid_rows x grid_rows images from fixed noise.
   config.eval.grid_rows = 8
+  # Sample-quality metrics on FID-Inception features (gan_jax/metrics/), e.g.
+  # 'fid_10k_train,kid_10k_train,is_10k'; they need the converted pytorch-fid
+  # weights (README, Evaluation). '' : sample grids only.
+  config.eval.metrics = ''
+  config.eval.inception_weights = ''
+  config.eval.num_samples = 10_000  # For the generic names 'fid', 'kid', ...
+  config.eval.reference_split = 'train'  # For the generic names.
+  config.eval.num_reference = 50_000  # Real images in the reference stats.
+  config.eval.cache_dir = ''  # Reference stats; '' is ~/.cache/gan_jax/reference.
+  config.eval.sample_batch_size = 500
+  config.eval.inception_batch_size = 100  # Per device.
   config.checkpoint.every = 1000
   return config

@@ -4,9 +4,39 @@ import os
 import jax
 import numpy as np
 
+from gan_jax import data
 from gan_jax import plots
 from gan_jax.data import toy
+from gan_jax.metrics import image_metrics
 from gan_jax.metrics import toy as toy_metrics
+
+
+def check(config):
+  """Fails at start-up, not at the first evaluation, on a bad eval config."""
+  if config.data.name in toy.DEFAULTS:
+    return
+  names = image_metrics.metric_names(config.eval)
+  for name in names:
+    image_metrics.get(name)
+  if names:
+    image_metrics.get_extractor(config.eval)  # UserError without weights.
+
+
+def _real_batches(config, split):
+  """Real images of `split` for reference statistics (all of it, one host)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.data.split = split
+  return data.build(config, image_metrics.field(config.eval,
+                                                 'sample_batch_size'))
+
+
+def _dataset_key(config):
+  """What the reference statistics are cached under."""
+  name = config.data.name
+  if name == 'images':
+    return f'images:{os.path.abspath(os.path.expanduser(config.data.path))}'
+  return f'{name}:{config.data.get("image_size") or "native"}'
 
 
 def _save_picture(image, step, workdir, writer):
@@ -38,4 +68,13 @@ def evaluate(config, generate, g_state, step, workdir, writer):
   rows = config.eval.grid_rows
   fake = np.asarray(generate(g_state, key, rows * rows))
   _save_picture(plots.image_grid(fake, rows), step, workdir, writer)
-  return {}
+  if not image_metrics.metric_names(config.eval):
+    return {}
+  calls = iter(range(1 << 30))
+
+  def sample_fn(n):  # New noise every call, the same at every evaluation.
+    return generate(g_state, jax.random.fold_in(key, next(calls) + 1), n)
+
+  return image_metrics.evaluate_images(
+      config.eval, sample_fn, lambda split: _real_batches(config, split),
+      _dataset_key(config))

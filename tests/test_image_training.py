@@ -7,10 +7,12 @@ import os
 
 import jax
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
 from gan_jax import train
+from gan_jax.errors import UserError
 from tests.conftest import run_launch
 from tests.test_multidevice import restore_final
 
@@ -89,3 +91,16 @@ def test_batchnorm_is_cross_replica_two_devices_equal_one(tmp_path):
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_metrics_without_inception_weights_fail_at_start(tmp_path):
+  from configs import images  # pylint: disable=g-import-not-at-top
+  config = images.get_config('size=32')
+  config.data.path = _digits_npz(tmp_path / 'd.npz')
+  config.eval.metrics = 'fid_10k_train'
+  with pytest.raises(UserError, match='inception_weights is empty'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  config.eval.metrics = 'fid_3k_train'
+  with pytest.raises(UserError, match='unknown image metric'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')  # Nothing written.
