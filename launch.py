@@ -1,6 +1,10 @@
 """Trains a GAN: python launch.py --config configs/<name>.py[:args] [--workdir DIR].
 
 Any config field can be overridden: --config.batch_size=128 --config.loss.name=hinge
+
+Several hosts: run the same command on each, adding --multihost on Cloud TPU
+VMs, or --coordinator_address/--num_processes/--process_id elsewhere
+(gan_jax/distributed.py).
 """
 import datetime
 import importlib.util
@@ -21,6 +25,21 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, metrics and samples go; a run resumes '
     'from it. Default: runs/<config>_<time>.')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Start jax.distributed, detecting the coordinator, the '
+    'number of processes and the process id (Cloud TPU VMs, SLURM, Open MPI).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'HOST:PORT of process 0, the same on every '
+    'host; makes the run multi-host. Default: $JAX_COORDINATOR_ADDRESS.')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Number of processes (hosts) of a multi-host run. '
+    'Default: $JAX_NUM_PROCESSES.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, "This process's id, 0 .. num_processes - 1. Default: "
+    '$JAX_PROCESS_ID.')
+_COORDINATOR_TIMEOUT = flags.DEFINE_integer(
+    'coordinator_timeout', 300, 'Seconds to wait at start-up for the '
+    'coordinator and all the processes of a multi-host run.')
 
 
 def default_workdir(config_path):
@@ -39,6 +58,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_OnlyOurs())
+  from gan_jax import distributed  # pylint: disable=g-import-not-at-top
+  try:  # Before anything else uses JAX.
+    multihost = distributed.initialize(
+        _MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+        _PROCESS_ID.value, _COORDINATOR_TIMEOUT.value)
+  except UserError as e:
+    _fail(str(e))
+  if multihost and not _WORKDIR.value:
+    _fail('a multi-host run needs --workdir: the same directory on every host, '
+          'on a filesystem they all see')
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   logging.info('workdir: %s', workdir)
@@ -48,6 +77,7 @@ def main(argv):
   except OSError as e:
     _fail(f'cannot load the config: {" ".join(str(e).split())[:300]}')
   try:
+    distributed.check_same_config(config.to_dict(), workdir)
     train.train_and_evaluate(config, workdir)
   except UserError as e:
     _fail(str(e))

@@ -5,6 +5,14 @@ Each checkpoint is a step folder under `WORKDIR/checkpoints/` with three items:
 state) and `config` (the resolved config). Orbax writes into a temporary folder
 and renames it when complete, so a run killed during a save leaves the previous
 checkpoint as the latest one.
+
+On several hosts every process calls `save` and `restore` (orbax synchronises
+them) on the same directory, which must be on a filesystem all hosts see. The
+state given to `save` is a host-local numpy copy, the same on every host (the
+step averages gradients over all devices), and orbax writes numpy arrays from
+process 0 only; the data state (a global batch index) is also the same on
+every host and also written by process 0. On restore every host reads the
+whole state.
 """
 import os
 import shutil

@@ -21,6 +21,7 @@ from flax.jax_utils import unreplicate
 from gan_jax import checkpoint
 from gan_jax import checks
 from gan_jax import data
+from gan_jax import distributed
 from gan_jax import evaluate
 from gan_jax import models
 from gan_jax import state as state_lib
@@ -54,7 +55,9 @@ class DeviceFeeder:
 
 def _check_writable(workdir):
   """Fails early, before anything is written, if `workdir` cannot be used."""
-  probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
+  # Hosts sharing the workdir may have the same pid (containers).
+  probe = os.path.join(workdir,
+                       f'.write_test_{jax.process_index()}_{os.getpid()}')
   try:
     os.makedirs(workdir, exist_ok=True)
     with open(probe, 'w') as f:
@@ -76,8 +79,13 @@ class StopSignal:
   def __init__(self):
     self.signal = None
     self._previous = {}
+    self._checked = 0  # The last step number checked for preemption.
     if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
+      # On several hosts SIGTERM stays with JAX's preemption notifier (set up
+      # by jax.distributed.initialize), which `reached_preemption` relies on.
+      signals = ((signal.SIGINT,) if jax.process_count() > 1
+                 else (signal.SIGTERM, signal.SIGINT))
+      for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
@@ -88,8 +96,15 @@ class StopSignal:
     logging.warning('%s received: saving a checkpoint and stopping.', self.signal)
 
   def requested(self, ckpt, step):
+    """Whether to save and stop after `step` (on several hosts, all agree)."""
     if jax.process_count() > 1:
-      return ckpt.reached_preemption(step)
+      # JAX puts the sync point one past the furthest host's last checked step
+      # number (at 1 if the notice came before any check, as in the start-up of
+      # a resumed run), so every number from 1 on is checked, in order.
+      hits = [ckpt.reached_preemption(s)
+              for s in range(self._checked + 1, step + 1)]
+      self._checked = step
+      return any(hits)
     return self.signal is not None
 
   def restore(self):
@@ -131,6 +146,7 @@ def train_and_evaluate(config, workdir):
   checked and the latest checkpoint restored.
   """
   checks.validate(config)
+  evaluate.check(config)
   devices = jax.local_devices()
   if config.batch_size % jax.device_count():
     raise UserError(
@@ -138,6 +154,7 @@ def train_and_evaluate(config, workdir):
         f'{jax.device_count()} devices; use a multiple of {jax.device_count()} '
         '(--config.batch_size=N)')
   _check_writable(workdir)
+  distributed.check_shared_workdir(workdir)
   logging.info('%d devices (%d on this host, process %d of %d), batch %d per '
                'device', jax.device_count(), len(devices), jax.process_index(),
                jax.process_count(), config.batch_size // jax.device_count())

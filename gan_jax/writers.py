@@ -5,9 +5,29 @@ events come from tensorboardX, which needs no TensorFlow.
 """
 import json
 import os
+import sys
 
 import jax
 import numpy as np
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without PyTorch.
+
+  tensorboardX imports torch when it is installed (`try: import torch`), only
+  to accept torch tensors; that import takes seconds, in every process of
+  every run. Only numpy and floats are written here, so unless something has
+  imported torch already, the import is made to fail.
+  """
+  block = 'torch' not in sys.modules
+  if block:
+    sys.modules['torch'] = None  # `import torch` raises ImportError.
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    if block and sys.modules.get('torch', 0) is None:
+      del sys.modules['torch']
+  return tensorboardX.SummaryWriter
 
 
 class MetricWriter:
@@ -17,7 +37,7 @@ class MetricWriter:
     self.active = jax.process_index() == 0
     if not self.active:
       return
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
     self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
     self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
