@@ -25,6 +25,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, metrics and samples go; a run resumes '
     'from it. Default: runs/<config>_<time>.')
+_MODE = flags.DEFINE_enum(
+    'mode', 'train', ['train', 'eval'], 'train: train (or resume) the run in '
+    '--workdir. eval: evaluate its latest checkpoint (or '
+    '--config.resume_from_step=N) and write eval_step_N.json.')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Start jax.distributed, detecting the coordinator, the '
     'number of processes and the process id (Cloud TPU VMs, SLURM, Open MPI).')
@@ -78,7 +82,10 @@ def main(argv):
     _fail(f'cannot load the config: {" ".join(str(e).split())[:300]}')
   try:
     distributed.check_same_config(config.to_dict(), workdir)
-    train.train_and_evaluate(config, workdir)
+    if _MODE.value == 'eval':
+      train.evaluate_checkpoint(config, workdir)
+    else:
+      train.train_and_evaluate(config, workdir)
   except UserError as e:
     _fail(str(e))
 

@@ -112,7 +112,7 @@ class StopSignal:
       signal.signal(sig, handler)
 
 
-def _restore(ckpt, config, state, data_iter):
+def _restore(ckpt, config, state, data_iter, set_aside=True):
   """Restores the latest (or config.resume_from_step) checkpoint, if any."""
   step = config.resume_from_step or ckpt.latest_step()
   if step is None:
@@ -130,7 +130,7 @@ def _restore(ckpt, config, state, data_iter):
         '--config.allow_config_change=true to continue anyway')
   state, data_state = ckpt.restore(step, state)
   data_iter.set_state(data_state)
-  aside = ckpt.set_aside_after(step)
+  aside = ckpt.set_aside_after(step) if set_aside else None
   if aside:
     logging.warning('Moved the later checkpoints (steps %s) to %s_abandoned.',
                     aside, ckpt.directory)
@@ -245,3 +245,38 @@ def train_and_evaluate(config, workdir):
     ckpt.close()
     writer.close()
   return unreplicate(state)
+
+
+def evaluate_checkpoint(config, workdir):
+  """Evaluates the latest (or `config.resume_from_step`) checkpoint in `workdir`.
+
+  The numbers go to `WORKDIR/eval_step_N.json` (and metrics.jsonl and
+  TensorBoard); returns them. Nothing is trained or saved.
+  """
+  checks.validate(config)
+  evaluate.check(config)
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise UserError(f'no checkpoints in {workdir} to evaluate; pass the '
+                    '--workdir of a run')
+  ckpt = checkpoint.Checkpointer(workdir, config)
+  data_iter = data.build(config, config.batch_size // jax.process_count(),
+                         jax.process_index(), jax.process_count())
+  generator, discriminator = models.build(config, data_iter.example_shape)
+  state = state_lib.create(config, generator, discriminator,
+                           data_iter.example_shape)
+  state = _restore(ckpt, config, state, data_iter, set_aside=False)
+  ckpt.close()
+  step = int(state.step)
+  writer = writers.MetricWriter(workdir)
+  try:
+    results = evaluate.evaluate(config, step_lib.make_generate(config),
+                                state.g, step, workdir, writer)
+    writer.write_scalars(step, results)
+  finally:
+    writer.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, f'eval_step_{step}.json'), 'w') as f:
+      json.dump({'step': step, **results}, f, indent=2, sort_keys=True)
+  logging.info('eval of step %d  %s', step, '  '.join(
+      f'{name} {v:.4g}' for name, v in results.items()))
+  return results

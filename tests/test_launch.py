@@ -31,6 +31,25 @@ def test_launch_trains_with_overrides_and_writes_resolved_config(tmp_path):
   assert 'step 4/4' in result.stderr  # The progress line.
   assert 'eval step 4  modes' in result.stderr
   assert os.path.exists(workdir / 'checkpoints' / '4')
+  # --mode=eval evaluates the saved generator again, with the same numbers.
+  result = run_launch(['--config', 'configs/default.py:loss=hinge',
+                       f'--workdir={workdir}', '--config.seed=7', *TINY,
+                       '--mode=eval'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  evaluated = json.load(open(workdir / 'eval_step_4.json'))
+  logged = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+  trained = [l for l in logged if 'modes' in l]
+  assert len(trained) == 2 and trained[0] == trained[1]
+  assert {k: trained[0][k] for k in ('modes', 'hq', 'kl')} == {
+      k: evaluated[k] for k in ('modes', 'hq', 'kl')}
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4']  # Unchanged.
+
+
+def test_eval_mode_without_a_run_is_one_line(tmp_path):
+  result = run_launch(['--config=configs/default.py', '--mode=eval',
+                       f'--workdir={tmp_path / "none"}'])
+  assert_one_line_error(result, 'no checkpoints in')
+  assert not os.path.exists(tmp_path / 'none')
 
 
 @pytest.mark.parametrize('args, fragments', [
