@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +29,25 @@ from gan_jax import writers
 from gan_jax.errors import UserError
 
 
+def _device_sharding(devices):
+  """Splits a leading axis over `devices`, named like the step's pmap axis.
+
+  The pmapped step returns its outputs with this sharding; giving it inputs
+  (state and batches) that already have it keeps the first and later calls
+  on one compiled program (flax's `replicate` names the axis otherwise, which
+  compiles the whole step a second time).
+  """
+  mesh = jax.sharding.Mesh(np.array(devices), (step_lib.AXIS,))
+  return jax.NamedSharding(mesh, jax.P(step_lib.AXIS))
+
+
+def _replicate(tree, devices):
+  """One copy of `tree` per device, stacked on a leading axis."""
+  return jax.device_put(
+      jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(devices)), tree),
+      _device_sharding(devices))
+
+
 class DeviceFeeder:
   """Puts `k` train steps' worth of this host's batches on the local devices.
 
@@ -42,8 +60,7 @@ class DeviceFeeder:
 
   def __init__(self, iterator, d_steps, devices):
     self.iterator, self.d_steps, self.n = iterator, d_steps, len(devices)
-    mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
-    self.sharding = jax.NamedSharding(mesh, jax.P('devices'))
+    self.sharding = _device_sharding(devices)
 
   def next(self, k):
     host = np.stack([next(self.iterator) for _ in range(k * self.d_steps)])
@@ -175,7 +192,7 @@ def train_and_evaluate(config, workdir):
   p_step = jax.pmap(step_lib.make_multi_step(config), axis_name=step_lib.AXIS,
                     donate_argnums=(0,))
   generate = step_lib.make_generate(config)
-  state = flax.jax_utils.replicate(state, devices)
+  state = _replicate(state, devices)
   feeder = DeviceFeeder(data_iter, config.d_steps, devices)
   writer = writers.MetricWriter(workdir)
   stop = StopSignal()
