@@ -1,0 +1,105 @@
+"""benchmarks/train_step.py end to end on a tiny config, and its FLOP counting.
+
+No timing is asserted: only that the benchmark runs the real step and writes
+every field.
+"""
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from benchmarks import bench_util
+from tests.conftest import ROOT
+
+RESULT_FIELDS = {
+    'batch', 'dtype', 'd_steps', 'steps_per_call', 'example_shape',
+    'replicate', 'ablate', 'ms_per_iter', 'ms_per_iter_min', 'ms_per_iter_max',
+    'timed_iterations', 'images_per_s', 'real_images_per_s', 'compile_s',
+    'compile2_s', 'flops_per_iter', 'tflops', 'xla_flops_per_call',
+    'jaxpr_conv_dot_dtypes', 'state_dtypes', 'hlo_dtypes', 'xla_compiles_s',
+    'finite', 'd_loss', 'g_loss', 'loadavg_after'}
+
+
+def test_train_step_benchmark_writes_every_field(tmp_path):
+  out = tmp_path / 'bench.json'
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)  # One device.
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'train_step.py'),
+       '--config', os.path.join(ROOT, 'configs', 'default.py'),
+       '--config.g.width=16', '--config.d.width=16', '--config.g.depth=1',
+       '--config.d.depth=1', '--config.steps_per_call=2',
+       '--config.dtype=bfloat16', '--batch_sizes=16', '--iterations=2',
+       '--repeats=1', '--warmup_calls=0', f'--out={out}'],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert '| batch | dtype |' in proc.stdout  # The markdown table.
+  report = json.loads(out.read_text())
+  assert report['config'].endswith('default.py')
+  assert report['model'] == 'mlp'
+  assert {'jax', 'jaxlib', 'flax', 'optax', 'backend', 'device_kind',
+          'num_devices'} <= set(report['environment'])
+  (r,) = report['results']
+  assert RESULT_FIELDS <= set(r), RESULT_FIELDS - set(r)
+  assert r['batch'] == 16 and r['steps_per_call'] == 2 and r['d_steps'] == 1
+  assert r['dtype'] == 'bfloat16'
+  assert r['timed_iterations'] == 2
+  assert r['ms_per_iter'] > 0 and r['images_per_s'] > 0 and r['finite']
+  assert r['flops_per_iter'] > 0
+  # Compiled once ahead of time (reused by the first call), never while timed.
+  assert len(r['xla_compiles_s']['ahead']) >= 1
+  assert r['xla_compiles_s']['first_call'] == []
+  assert r['xla_compiles_s']['timed'] == []
+  # The --config.dtype override reached the model: its matmuls are bf16, and
+  # the parameters, optimizer state and statistics stayed float32.
+  assert r['jaxpr_conv_dot_dtypes'].get('dot bfloat16xbfloat16', 0) > 0
+  for field, dtypes in r['state_dtypes'].items():
+    assert set(dtypes) <= {'float32', 'int32'}, (field, dtypes)
+
+
+def _conv(x, w, stride):
+  return lax.conv_general_dilated(x, w, (stride, stride), 'SAME',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_conv_flops_match_xla(stride):
+  """Forward, input-gradient (input-dilated) and weight-gradient convolutions
+  are counted as XLA's cost analysis counts them."""
+  x = jnp.ones((2, 14, 14, 3))
+  w = jnp.ones((5, 5, 3, 8))
+  for fn in (lambda x, w: _conv(x, w, stride),
+             jax.grad(lambda x, w: jnp.sum(_conv(x, w, stride) ** 2),
+                      argnums=(0, 1))):
+    jaxpr = jax.make_jaxpr(fn)(x, w).jaxpr
+    ours = bench_util.jaxpr_flops(jaxpr)
+    convs = [e for e in jaxpr.eqns
+             if e.primitive.name == 'conv_general_dilated']
+    xla = sum(jax.jit(lambda a, b, e=e: lax.conv_general_dilated_p.bind(
+        a, b, **e.params)).lower(*(jnp.ones(v.aval.shape) for v in e.invars))
+              .compile().cost_analysis()['flops'] for e in convs)
+    assert ours == xla
+
+
+def test_scans_are_multiplied_and_dtypes_counted():
+  def body(c, _):
+    return jnp.tanh(c @ c), None
+  x = jnp.ones((8, 8), jnp.bfloat16)
+  jaxpr = jax.make_jaxpr(lambda x: lax.scan(body, x, None, length=5)[0])(x)
+  dtypes = collections.Counter()
+  assert bench_util.jaxpr_flops(jaxpr.jaxpr, dtypes) == 5 * 2 * 8 * 8 * 8
+  assert dtypes == {'dot bfloat16xbfloat16': 5}
+
+
+def test_hlo_dtypes_reads_operands():
+  text = jax.jit(lambda a, b: a @ b).lower(
+      np.ones((4, 4), np.float32), np.ones((4, 4), np.float32)).compile(
+          ).as_text()
+  assert bench_util.hlo_dtypes(text) == {'dot f32xf32': 1}
