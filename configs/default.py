@@ -47,6 +47,9 @@ def get_config(arg=None):
   # Train steps per compiled call (a lax.scan); logging, evaluation and
   # checkpoints still happen at their steps. Helps small, dispatch-bound models.
   config.steps_per_call = 50
+  # Compute dtype of the layers, 'float32' or 'bfloat16' (parameters, samples
+  # and logits stay float32).
+  config.dtype = 'float32'
 
   config.data = ml_collections.ConfigDict()
   config.data.name = args['data']
@@ -65,10 +68,33 @@ def get_config(arg=None):
   config.d = ml_collections.ConfigDict(dict(
       width=256, depth=3, activation='relu',
       optimizer=optimizer(1e-3, 0.5, 0.999, schedule='linear')))
+  # Normalisation of each network: 'none', 'batch', 'layer' or 'spectral'
+  # (mlp: G and D; dcgan: D only); 'default' keeps the model's own (mlp:
+  # none, dcgan D: batch). A gradient penalty refuses BatchNorm in D.
+  config.g.norm = 'default'
+  config.d.norm = 'default'
+  # PacGAN (Lin et al. 2018): D judges packs of this many samples (1: off);
+  # it must divide the per-device batch.
+  config.d.pack = 1
 
   config.loss = ml_collections.ConfigDict(dict(name=args['loss'], clip=0.01))
-  # An extra penalty on D ('' for none); wgan_gp adds `gradient_penalty` itself.
-  config.penalty = ml_collections.ConfigDict(dict(name='', weight=10.0))
+  # A penalty on D (gan_jax.penalties: gradient_penalty, r1, r2, dragan; ''
+  # for the loss's own: wgan_gp's gradient_penalty, else none), with any loss;
+  # a name here replaces the loss's own. `every` > 1 makes it lazy: computed
+  # every `every` D updates and scaled by `every` (StyleGAN2; e.g. r1 with
+  # weight=10, every=16).
+  config.penalty = ml_collections.ConfigDict(dict(name='', weight=10.0,
+                                                  every=1))
+  # DiffAugment (Zhao et al. 2020) of D's input, for images: a comma-separated
+  # subset of 'color,translation,cutout' ('' for none).
+  config.augment = ml_collections.ConfigDict(dict(policy=''))
+  # Exponential moving average of G's weights, to sample from
+  # (gan_jax.state.sampling_generator): decay 0 = off (e.g. 0.999); it copies
+  # G until start_step steps are done.
+  config.ema = ml_collections.ConfigDict(dict(decay=0.0, start_step=0))
+  # Mode-collapse alarm: train warns when the metric diversity_ratio (pairwise
+  # distances of generated vs real samples) falls below this (0: never).
+  config.collapse_threshold = 0.1
 
   # A non-finite loss or gradient: 'stop' (name the step; the last good
   # checkpoint stays the latest) or 'skip' the update and count it.

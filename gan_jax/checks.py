@@ -1,7 +1,13 @@
 """Start-up checks of the config, so bad values fail with one clear line."""
+import jax
+
+from gan_jax import augment
 from gan_jax import losses
 from gan_jax import penalties
 from gan_jax.errors import UserError
+
+# The models that read config.{g,d}.norm, and for which networks.
+NORM_MODELS = {'mlp': ('g', 'd'), 'dcgan': ('d',)}
 
 
 def _positive(value, name):
@@ -24,12 +30,90 @@ def validate(config):
     penalties.get(config.penalty.name)
   if loss.clip_d_weights:
     _positive(config.loss.clip, 'loss.clip')
+  every = config.penalty.get('every', 1)
+  if not (isinstance(every, int) and every >= 1):
+    raise UserError(f'penalty.every must be a positive integer, got {every!r}; '
+                    'pass --config.penalty.every=N (1: every D update)')
+  pack = config.d.get('pack', 1)
+  if not (isinstance(pack, int) and pack >= 1):
+    raise UserError(f'd.pack must be a positive integer, got {pack!r}; pass '
+                    '--config.d.pack=M (1: no packing)')
+  devices = jax.device_count()
+  if config.batch_size % pack or (
+      config.batch_size % devices == 0
+      and (config.batch_size // devices) % pack):
+    raise UserError(
+        f'd.pack={pack} must divide the per-device batch '
+        f'(batch_size {config.batch_size} over {devices} devices); use a '
+        f'batch_size that is a multiple of {pack * devices}')
+  if 'augment' in config:
+    augment.parse(config.augment.policy)
+  if 'ema' in config:
+    decay, start = config.ema.decay, config.ema.start_step
+    if not 0 <= decay < 1:
+      raise UserError(f'ema.decay must be in [0, 1) (0: off), got {decay}; '
+                      'pass e.g. --config.ema.decay=0.999')
+    if start < 0:
+      raise UserError(f'ema.start_step must be >= 0, got {start}')
+  for net in ('g', 'd'):
+    norm = config[net].get('norm', 'default')
+    if norm != 'default' and net not in NORM_MODELS.get(config.model, ()):
+      raise UserError(
+          f'model {config.model!r} has no {net}.norm switch (only '
+          + ', '.join(f'{m}: {"/".join(n)}' for m, n in NORM_MODELS.items())
+          + f"); set --config.{net}.norm=default")
+
+
+def uses_batch_norm(model_state) -> bool:
+  """Whether a network's non-parameter collections hold BatchNorm statistics.
+
+  BatchNorm keeps `mean` and `var` side by side in 'batch_stats'; spectral
+  normalisation keeps its `.../u` and `.../sigma` vectors in the same
+  collection, which do not count.
+  """
+  def visit(tree):
+    if not hasattr(tree, 'items'):
+      return False
+    if 'mean' in tree and 'var' in tree:
+      return True
+    return any(visit(v) for v in tree.values())
+  return visit(model_state.get('batch_stats', {}))
+
+
+def check_gradient_penalty(config, d_model_state):
+  """Refuses a gradient penalty on a discriminator with BatchNorm.
+
+  The penalties differentiate D(x_i) with respect to x_i alone, but BatchNorm
+  makes each output depend on the whole batch, so the per-example gradient
+  norm is not what the penalty constrains (Gulrajani et al. 2017, Sec. 4, who
+  use layer normalisation in the critic instead).
+  """
+  name = penalties.penalty_name(config, losses.get(config.loss.name))
+  if name in penalties.INPUT_GRADIENT and uses_batch_norm(d_model_state):
+    fix = ("set --config.d.norm to 'layer', 'spectral' or 'none'"
+           if 'd' in NORM_MODELS.get(config.model, ()) else
+           'use a discriminator without BatchNorm (e.g. --config.model=mlp or '
+           'sngan_resnet)')
+    raise UserError(
+        f'penalty {name!r} takes per-example input gradients of D, but the '
+        f'discriminator of model {config.model!r} has BatchNorm, which mixes '
+        f'the examples of a batch; {fix}, or drop the penalty')
 
 
 # Fields that may change when a run resumes: they do not change what is trained.
 HARMLESS = ('num_steps', 'log_every', 'eval_every', 'eval', 'checkpoint',
             'steps_per_call', 'resume_from_step', 'allow_config_change',
-            'nonfinite')
+            'nonfinite', 'collapse_threshold')
+
+
+# Fields added after runs may have been saved, with the value that behaves as
+# before they existed: a saved config without the field and a current one with
+# that value train the same, so resuming is not refused for it.
+ADDED_FIELDS = {
+    'dtype': 'float32', 'g.norm': 'default', 'd.norm': 'default',
+    'd.pack': 1, 'penalty.every': 1, 'augment.policy': '', 'ema.decay': 0.0,
+    'ema.start_step': 0,
+}
 
 
 def _flatten(tree, prefix=''):
@@ -51,6 +135,8 @@ def config_changes(saved, current):
     if name.split('.')[0] in HARMLESS:
       continue
     old, new = saved.get(name, '<absent>'), current.get(name, '<absent>')
+    if name not in saved and name in ADDED_FIELDS:
+      old = ADDED_FIELDS[name]
     if old != new and not (isinstance(old, (int, float))
                            and isinstance(new, (int, float)) and old == new):
       changes.append(f'{name}: {old!r} -> {new!r}')

@@ -10,9 +10,11 @@ train step evaluates the same function in both updates and keeps the part it
 needs; XLA removes the unused half (for most losses `g_loss` does not depend on
 `real_logits`, so the generator update does not pay for `D(real)`).
 
-Some losses need more than a loss value: `wgan_gp` always adds the gradient
-penalty of `gan_jax.penalties`, and `wasserstein` clips the discriminator's
-weights after each update. Both are declared at registration.
+Some losses need more than a loss value: `wgan_gp` adds the gradient penalty
+of `gan_jax.penalties` (unless `config.penalty.name` names another one), and
+`wasserstein` clips the discriminator's weights after each update. Both are
+declared at registration. Any penalty can be added to any loss with
+`config.penalty.name` (e.g. `non_saturating` + `r1`).
 
 To add a loss, write one function and decorate it:
 
@@ -31,7 +33,8 @@ from gan_jax.errors import UserError
 
 class Loss(NamedTuple):
   fn: Callable  # (real_logits, fake_logits) -> (d_loss, g_loss)
-  penalty: Optional[str] = None  # a gan_jax.penalties name always added to d_loss
+  # A gan_jax.penalties name added to d_loss when config.penalty.name is ''.
+  penalty: Optional[str] = None
   clip_d_weights: bool = False  # clip D's parameters to ±config.loss.clip
 
 

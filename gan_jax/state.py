@@ -1,6 +1,12 @@
 """The train state: one Flax TrainState (with its own Optax Adam) per network,
-bundled with the step counter and the PRNG key in one pytree."""
-from typing import Any
+bundled with the step counter, the PRNG key and (when enabled) an exponential
+moving average of the generator's parameters in one pytree, so a checkpoint
+holds all of it.
+
+Two time-scale updates (TTUR, Heusel et al. 2017) are the separate learning
+rates and schedules of `config.g.optimizer` and `config.d.optimizer`.
+"""
+from typing import Any, Optional
 
 import flax
 import jax
@@ -8,6 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from gan_jax import checks
+from gan_jax import step as step_lib
 from gan_jax.errors import UserError
 
 
@@ -25,6 +33,18 @@ class GANState(flax.struct.PyTreeNode):
   g: NetState
   d: NetState
   key: jax.Array  # Raw uint32 PRNG key; each step folds in `step`.
+  # EMA of g.params (config.ema, updated by gan_jax.step.update_ema), or None
+  # when off (then the tree, and so the checkpoint, is as without this field).
+  g_ema: Optional[Any] = None
+
+
+def sampling_generator(state) -> NetState:
+  """The generator to sample from: `state.g` with the EMA parameters when
+  `config.ema` is on (its model_state, e.g. BatchNorm statistics, is G's own),
+  else `state.g` itself."""
+  if state.g_ema is None:
+    return state.g
+  return state.g.replace(params=state.g_ema)
 
 
 SCHEDULES = ('constant', 'linear', 'cosine')
@@ -87,16 +107,21 @@ def create(config, generator, discriminator, example_shape) -> GANState:
     raise UserError(f"config.nonfinite must be 'stop' or 'skip', got "
                     f'{config.nonfinite!r}')
   skip = config.nonfinite == 'skip'
+  pack = step_lib.pack_size(config)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   g_key, d_key = jax.random.split(init_key)
   # Two examples, so that layers that need a batch (BatchNorm) initialise.
   z = jnp.zeros((2, config.z_dim), jnp.float32)
-  x = jnp.zeros((2, *example_shape), jnp.float32)
-  return GANState(
-      step=jnp.zeros((), jnp.int32),
-      g=_init_net(generator, g_key, z, make_optimizer(
-          config.g.optimizer, config.num_steps, skip)),
-      d=_init_net(discriminator, d_key, x, make_optimizer(
-          config.d.optimizer, config.num_steps * config.d_steps, skip)),
-      key=train_key,
-  )
+  # D sees packs of `pack` examples (PacGAN); it is built for that shape.
+  x = jnp.zeros((2, *step_lib.packed_shape(example_shape, pack)), jnp.float32)
+  g = _init_net(generator, g_key, z, make_optimizer(
+      config.g.optimizer, config.num_steps, skip))
+  d = _init_net(discriminator, d_key, x, make_optimizer(
+      config.d.optimizer, config.num_steps * config.d_steps, skip))
+  checks.check_gradient_penalty(config, d.model_state)
+  g_ema = None
+  if step_lib.ema_decay(config) > 0:
+    # A copy: the step donates the state's buffers, which must not alias.
+    g_ema = jax.tree.map(jnp.copy, g.params)
+  return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d, key=train_key,
+                  g_ema=g_ema)

@@ -7,17 +7,34 @@ this device's share of `d_steps` consecutive global batches,
 metrics are averaged over all devices of all hosts (`lax.pmean`), and every
 random draw is keyed by the example's global index (`gan_jax.rng`), so the step
 computes the same thing on any number of devices for the same global batch.
+
+What D sees of a batch (real or generated, in both updates) is its *view*:
+the batch augmented (`config.augment.policy`, DiffAugment, `gan_jax.augment`)
+then packed (`config.d.pack`, PacGAN). The penalty (`config.penalty`, lazy
+with `every > 1`) is taken on the views. After the G update, the EMA of G's
+parameters (`config.ema`) is updated when the state has one.
+
+Metrics (of the step's last D update and its G update, averaged over devices):
+d_loss, g_loss, d_real and d_fake (mean D output on the real and generated
+views), penalty (0 on the D updates a lazy penalty skips), d_grad_norm and
+g_grad_norm (global L2 norm of each network's gradient), diversity_ratio (the
+mode-collapse signal: mean pairwise L2 distance within the generated global
+batch over that within the real one, ~1 when G covers the data, -> 0 when it
+collapses), and the non-finite guard's fields.
 """
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
+from gan_jax import augment
 from gan_jax import losses
 from gan_jax import penalties
 from gan_jax import rng
+from gan_jax.errors import UserError
 
 AXIS = 'batch'
 NO_NONFINITE = jnp.iinfo(jnp.int32).max
@@ -51,14 +68,129 @@ def opt_counter(opt_state, field):
   return getattr(opt_state, field).astype(jnp.float32)
 
 
+def pack_size(config) -> int:
+  """`config.d.pack`, 1 (no packing) when absent."""
+  return config.d.get('pack', 1)
+
+
+def packed_shape(example_shape, m):
+  """The shape of one packed example: images stack the m examples' channels
+  ([H, W, m*C]), other data concatenates them flattened ([m * size])."""
+  example_shape = tuple(example_shape)
+  if m == 1:
+    return example_shape
+  if len(example_shape) == 3:
+    return (*example_shape[:2], m * example_shape[2])
+  return (m * math.prod(example_shape),)
+
+
+def pack(x, m):
+  """PacGAN (Lin et al. 2018): [B, *example] -> [B / m, *packed_shape].
+
+  Examples j*m ... j*m + m - 1 form pack j; with per-device batches that m
+  divides, the packs are the same on any number of devices.
+  """
+  if m == 1:
+    return x
+  b = x.shape[0]
+  if b % m:
+    raise UserError(f'd.pack={m} must divide the per-device batch, which is '
+                    f'{b}; pick a batch_size that is a multiple of m times the '
+                    'number of devices')
+  if x.ndim == 4:
+    _, h, w, c = x.shape
+    x = x.reshape(b // m, m, h, w, c)
+    return jnp.moveaxis(x, 1, 3).reshape(b // m, h, w, m * c)
+  return x.reshape(b // m, -1)
+
+
+def ema_decay(config) -> float:
+  """`config.ema.decay`, 0 (off) when absent."""
+  ema = config.get('ema')
+  return float(ema.decay) if ema is not None else 0.
+
+
+def update_ema(config, ema_params, params, step):
+  """The EMA of G's parameters after the G update of GAN step `step` (1-based).
+
+  Until `config.ema.start_step` steps are done the average copies G; after,
+  ema <- decay * ema + (1 - decay) * params (`optax.incremental_update`): an
+  exponential moving average of the iterates (Yazici et al. 2019, "The
+  Unusual Effectiveness of Averaging in GAN Training"; Karras et al. 2018;
+  BigGAN, Brock et al. 2019, which starts it late).
+  """
+  decay = jnp.where(step > config.ema.start_step, ema_decay(config), 0.)
+  return optax.incremental_update(params, ema_params, 1. - decay)
+
+
+# Added under square roots of squared distances (finite, defined at 0).
+DIST_EPS = 1e-12
+
+
+def mean_pairwise_distance(x):
+  """Mean L2 distance between the distinct pairs of examples of `x`."""
+  n = x.shape[0]
+  x = x.reshape(n, -1).astype(jnp.float32)
+  sq = jnp.sum(x ** 2, axis=-1)
+  gram = jnp.matmul(x, x.T, precision=lax.Precision.HIGHEST)
+  d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2. * gram, 0.)
+  off_diagonal = 1. - jnp.eye(n, dtype=jnp.float32)
+  return jnp.sum(jnp.sqrt(d2 + DIST_EPS) * off_diagonal) / (n * (n - 1))
+
+
+def diversity_ratio(fake, real):
+  """mean_pairwise_distance(fake) / mean_pairwise_distance(real).
+
+  A cheap mode-collapse alarm in the spirit of the minibatch features of
+  Salimans et al. 2016 and the pairwise diversity of Lin et al. 2018: near 1
+  when the generated batch is as spread out as the real one, near 0 when G
+  collapses to a point.
+  """
+  return (mean_pairwise_distance(fake)
+          / jnp.maximum(mean_pairwise_distance(real), DIST_EPS))
+
+
+# With a lazy penalty, the metric flagging the updates that computed it.
+PENALTY_APPLIED = 'penalty_applied'
+
+
+def _last(metrics):
+  """The last entry of each stacked metric; for a lazy penalty, its last
+  computed value (0 if none was), so the logged value is not a skipped 0."""
+  applied = metrics.get(PENALTY_APPLIED)
+  last = jax.tree.map(lambda m: m[-1], metrics)
+  if applied is not None:
+    n = applied.shape[0]
+    index = jnp.max(jnp.where(applied > 0, jnp.arange(n), -1))
+    last['penalty'] = jnp.where(index >= 0, metrics['penalty'][index], 0.)
+    last[PENALTY_APPLIED] = jnp.max(applied)
+  return last
+
+
 def make_train_step(config):
-  """Builds the per-device train step for `config` (loss, penalty, d_steps)."""
+  """Builds the per-device train step for `config` (loss, penalty, d_steps,
+  augmentation, packing, EMA)."""
   loss = losses.get(config.loss.name)
-  penalty_name = config.penalty.name or loss.penalty
+  penalty_name = penalties.penalty_name(config, loss)
   penalty_fn = penalties.get(penalty_name) if penalty_name else None
   penalty_weight = config.penalty.weight
+  penalty_every = config.penalty.get('every', 1)
   clip = config.loss.clip if loss.clip_d_weights else None
   z_dim = config.z_dim
+  m = pack_size(config)
+  augment_fn = augment.make(config.augment.policy) if 'augment' in config else None
+
+  def d_view(x, k, first, stream):
+    """What D sees of the batch `x` (examples `first`, ...): augmented, packed.
+
+    `stream` (0: real, 1: generated) keeps the two batches' draws apart.
+    """
+    if augment_fn is not None:
+      keys = rng.example_keys(
+          jax.random.fold_in(jax.random.fold_in(k, rng.AUGMENT), stream),
+          first, x.shape[0])
+      x = augment_fn(keys, x)
+    return pack(x, m)
 
   def generate(g, keys, first_index, batch_size, g_params=None):
     ex_keys = rng.example_keys(jax.random.fold_in(keys, rng.NOISE), first_index,
@@ -76,8 +208,11 @@ def make_train_step(config):
     fake, _ = generate(state.g, k, first, local_batch)
     fake = lax.stop_gradient(fake)
 
+    real_in = d_view(real, k, first, 0)
+    fake_in = d_view(fake, k, first, 1)
+
     def d_loss_fn(d_params):
-      both = jnp.concatenate([real, fake])
+      both = jnp.concatenate([real_in, fake_in])
       logits, new_d_state = _apply(state.d, d_params, both, True, _dropout_key(k))
       real_logits, fake_logits = jnp.split(logits, 2)
       d_loss, _ = loss.fn(real_logits, fake_logits)
@@ -85,11 +220,17 @@ def make_train_step(config):
              'd_loss': d_loss}
       if penalty_fn is not None:
         d_fn = lambda x: _apply(state.d, d_params, x, True, _dropout_key(k))[0]
-        pen_keys = rng.example_keys(jax.random.fold_in(k, rng.PENALTY), first,
-                                    local_batch)
-        pen = penalty_fn(d_fn, real, fake, pen_keys)
-        d_loss = d_loss + penalty_weight * pen
+        # One key per packed example, by its global index.
+        pen_keys = rng.example_keys(jax.random.fold_in(k, rng.PENALTY),
+                                    first // m, local_batch // m)
+        term, pen = penalties.lazy(
+            lambda: penalty_fn(d_fn, real_in, fake_in, pen_keys, axis_name=AXIS),
+            state.d.step, penalty_every, penalty_weight)
+        d_loss = d_loss + term
         aux['penalty'] = pen
+        if penalty_every > 1:
+          aux[PENALTY_APPLIED] = (state.d.step % penalty_every == 0).astype(
+              jnp.float32)
       return d_loss, (aux, new_d_state)
 
     grads, (aux, new_d_state) = jax.grad(d_loss_fn, has_aux=True)(state.d.params)
@@ -106,7 +247,7 @@ def make_train_step(config):
     (state, _, _), d_metrics = lax.scan(d_update, (state, key, 0), batch)
     d_bad = jnp.any(~jnp.isfinite(d_metrics['d_loss'])
                     | ~jnp.isfinite(d_metrics['d_grad_norm']))
-    d_metrics = jax.tree.map(lambda m: m[-1], d_metrics)  # The last D update's.
+    d_metrics = _last(d_metrics)  # The last D update's.
 
     local_batch = batch.shape[1]
     first = lax.axis_index(AXIS) * local_batch
@@ -117,19 +258,27 @@ def make_train_step(config):
       fake, new_g_state = generate(state.g, k, first, local_batch, g_params)
       # D is not updated here, and its statistics from these passes are dropped.
       # D(real) is a separate pass so that XLA removes it when the loss's
-      # g_loss does not use it (all losses here but relativistic ones).
-      fake_logits, _ = _apply(state.d, state.d.params, fake, True, _dropout_key(k))
-      real_logits, _ = _apply(state.d, state.d.params, real, True, _dropout_key(k))
+      # g_loss does not use it (all losses here but relativistic ones). The
+      # augmentation is differentiable, so G's gradient flows through it.
+      fake_logits, _ = _apply(state.d, state.d.params,
+                              d_view(fake, k, first, 1), True, _dropout_key(k))
+      real_logits, _ = _apply(state.d, state.d.params,
+                              d_view(real, k, first, 0), True, _dropout_key(k))
       _, g_loss = loss.fn(lax.stop_gradient(real_logits), fake_logits)
-      return g_loss, new_g_state
+      return g_loss, (new_g_state, fake)
 
-    (g_loss, new_g_state), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.g.params)
+    (g_loss, (new_g_state, fake)), grads = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(state.g.params)
     grads = lax.pmean(grads, AXIS)
     new_g_state = lax.pmean(new_g_state, AXIS)
     g = state.g.apply_gradients(grads=grads, model_state=new_g_state)
     metrics = dict(d_metrics, g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
     metrics = lax.pmean(metrics, AXIS)
+    # Over the global batch (gathered), so the value does not depend on the
+    # device count.
+    metrics['diversity_ratio'] = diversity_ratio(
+        lax.all_gather(lax.stop_gradient(fake), AXIS, tiled=True),
+        lax.all_gather(real, AXIS, tiled=True))
     g_bad = ~jnp.isfinite(metrics['g_loss']) | ~jnp.isfinite(metrics['g_grad_norm'])
     d_bad = lax.pmax(d_bad, AXIS)
     # Non-finite guard: (step number) * 4 + 1 if D and + 2 if G went non-finite
@@ -145,7 +294,10 @@ def make_train_step(config):
     metrics['nonfinite'] = jnp.where(
         d_bad | g_bad, step_no * 4 + d_bad.astype(jnp.int32)
         + 2 * g_bad.astype(jnp.int32), NO_NONFINITE)
-    return state.replace(g=g, step=step_no), metrics
+    g_ema = state.g_ema
+    if g_ema is not None:
+      g_ema = update_ema(config, g_ema, g.params, step_no)
+    return state.replace(g=g, step=step_no, g_ema=g_ema), metrics
 
   return train_step
 
@@ -161,7 +313,8 @@ def make_multi_step(config):
   def multi_step(state, batches):
     state, metrics = lax.scan(train_step, state, batches)
     nonfinite = jnp.min(metrics.pop('nonfinite'))
-    metrics = jax.tree.map(lambda m: m[-1], metrics)
+    metrics = _last(metrics)
+    metrics.pop(PENALTY_APPLIED, None)
     metrics['nonfinite'] = nonfinite
     return state, metrics
 

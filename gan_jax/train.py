@@ -236,14 +236,22 @@ def train_and_evaluate(config, workdir):
         sps = (step - t_step) / max(now - t0, 1e-9)
         t0, t_step = now, step
         writer.write_scalars(step, {**scalars, 'steps_per_sec': sps})
+        ratio = scalars.get('diversity_ratio')
+        if ratio is not None and ratio < config.get('collapse_threshold', 0.):
+          logging.warning(
+              'Possible mode collapse at step %d: diversity_ratio %.3f is below '
+              'config.collapse_threshold %g (generated samples are much closer '
+              'together than real ones).', step, ratio, config.collapse_threshold)
         eta = (config.num_steps - step) / max(sps, 1e-9)
         logging.info('step %d/%d  d_loss %.4f  g_loss %.4f  %.1f steps/s  ETA %s',
                      step, config.num_steps, scalars['d_loss'],
                      scalars['g_loss'], sps,
                      time.strftime('%H:%M:%S', time.gmtime(eta)))
       if step % config.eval_every == 0 or last:
-        results = evaluate.evaluate(config, generate, unreplicate(state.g),
-                                    step, workdir, writer)
+        # The EMA generator when config.ema is on.
+        results = evaluate.evaluate(
+            config, generate, unreplicate(state_lib.sampling_generator(state)),
+            step, workdir, writer)
         if results:
           writer.write_scalars(step, results)
           logging.info('eval step %d  %s', step, '  '.join(
@@ -287,7 +295,8 @@ def evaluate_checkpoint(config, workdir):
   writer = writers.MetricWriter(workdir)
   try:
     results = evaluate.evaluate(config, step_lib.make_generate(config),
-                                state.g, step, workdir, writer)
+                                state_lib.sampling_generator(state), step,
+                                workdir, writer)
     writer.write_scalars(step, results)
   finally:
     writer.close()

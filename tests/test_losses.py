@@ -80,3 +80,17 @@ def test_register_adds_a_loss_and_refuses_duplicates():
       losses.register('test_only_loss')(_fn)
   finally:
     del losses.LOSSES['test_only_loss']
+
+
+@pytest.mark.parametrize('loss,penalty,want', [
+    ('non_saturating', '', None),
+    ('wgan_gp', '', 'gradient_penalty'),
+    ('hinge', 'gradient_penalty', 'gradient_penalty'),
+    ('non_saturating', 'r1', 'r1'),
+    ('wgan_gp', 'r1', 'r1'),  # A named penalty replaces the loss's own.
+])
+def test_any_penalty_goes_with_any_loss(loss, penalty, want):
+  from gan_jax import penalties  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(f'loss={loss}', penalty__name=penalty)
+  assert penalties.penalty_name(config, losses.get(loss)) == want

@@ -23,6 +23,13 @@ implementations use).
 Config fields read:
   z_dim: noise size (the paper's is 100).
   g.channels, d.channels: the base width ch of G and D (default 64, the paper's).
+  d.norm: D's normalisation after its inner convolutions: 'batch' (the
+      paper's, and the default; also 'default'), 'layer' (LayerNorm over
+      H, W, C per example, Ba et al. 2016, as the WGAN-GP critic of Gulrajani
+      et al. 2017, which a gradient penalty needs), 'spectral' (every
+      convolution and the Dense layer spectrally normalised, Miyato et al.
+      2018, no BatchNorm) or 'none'. Without BatchNorm the convolutions have
+      biases.
   dtype: compute dtype, 'float32' (default) or 'bfloat16'; parameters are
       float32 either way.
 The examples must be 32x32 or 64x64 with any number of channels C.
@@ -33,9 +40,11 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gan_jax.errors import UserError
 from gan_jax.models import common
 
 SIZES = (32, 64)
+D_NORMS = ('batch', 'layer', 'spectral', 'none')
 KERNEL_INIT = nn.initializers.normal(0.02)
 LEAKY_SLOPE = 0.2
 
@@ -69,26 +78,47 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
   channels: int = 64
   dtype: Any = jnp.float32
+  norm: str = 'batch'
 
   @nn.compact
   def __call__(self, x, train: bool = True):
+    def layer(module, h):
+      if self.norm == 'spectral':
+        return nn.SpectralNorm(module, dtype=self.dtype)(h, update_stats=train)
+      return module(h)
+
     n = int(math.log2(x.shape[1] // 4))
     x = x.astype(self.dtype)
     for i in range(n):
       first = i == 0
       # No bias where BatchNorm follows: its shift makes one redundant.
-      x = nn.Conv(self.channels * 2 ** i, (4, 4), (2, 2), padding='SAME',
-                  use_bias=first, dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
-      if not first:
+      batch_norm = not first and self.norm == 'batch'
+      x = layer(nn.Conv(self.channels * 2 ** i, (4, 4), (2, 2), padding='SAME',
+                        use_bias=not batch_norm, dtype=self.dtype,
+                        kernel_init=KERNEL_INIT), x)
+      if batch_norm:
         x = common.batch_norm(train, self.dtype)(x)
+      elif not first and self.norm == 'layer':
+        x = nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=self.dtype,
+                         param_dtype=jnp.float32)(x)
       x = nn.leaky_relu(x, LEAKY_SLOPE)
     x = x.reshape(x.shape[0], -1)
-    logits = nn.Dense(1, dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
+    logits = layer(nn.Dense(1, dtype=self.dtype, kernel_init=KERNEL_INIT), x)
     return logits[:, 0].astype(jnp.float32)
+
+
+def d_norm(config):
+  """`config.d.norm` for this model ('default' or absent: 'batch')."""
+  name = config.d.get('norm', 'default')
+  name = 'batch' if name == 'default' else name
+  if name not in D_NORMS:
+    raise UserError(f'unknown norm {name!r} for the dcgan discriminator; set '
+                    'config.d.norm to one of: ' + ', '.join(D_NORMS))
+  return name
 
 
 def build(config, example_shape):
   size, channels = common.square_image(example_shape, SIZES, 'dcgan')
   dtype = common.compute_dtype(config)
   return (Generator(size, channels, config.g.get('channels', 64), dtype),
-          Discriminator(config.d.get('channels', 64), dtype))
+          Discriminator(config.d.get('channels', 64), dtype, d_norm(config)))

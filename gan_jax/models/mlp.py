@@ -1,12 +1,32 @@
-"""MLP generator and discriminator for low-dimensional (e.g. 2D) data."""
+"""MLP generator and discriminator for low-dimensional (e.g. 2D) data.
+
+Config fields read:
+  g.width, g.depth, g.activation (and the same under d): hidden layers.
+  g.norm, d.norm: normalisation of the hidden layers, one of
+      'none' (the default for both), 'batch' (BatchNorm, Ioffe & Szegedy 2015,
+      cross-replica in training), 'layer' (LayerNorm, Ba et al. 2016) or
+      'spectral' (spectral normalisation of every Dense layer, Miyato et al.
+      2018; its power-iteration vectors live in the model state's
+      'batch_stats' collection and are updated in training only).
+      'default' means the model's default, 'none'.
+  d.pack: with PacGAN packing (Lin et al. 2018) D takes `pack` examples
+      concatenated; the train state builds D for the packed shape.
+  dtype: compute dtype, 'float32' (default) or 'bfloat16'; parameters (and the
+      spectral-norm power iteration) are float32 either way, and samples and
+      logits are float32.
+"""
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from gan_jax.errors import UserError
+from gan_jax.models import common
+
+NORMS = ('none', 'batch', 'layer', 'spectral')
+DEFAULT_NORM = 'none'
 
 
 def activation(name: str):
@@ -17,22 +37,48 @@ def activation(name: str):
   return fn
 
 
+def norm_name(net_config, net: str) -> str:
+  """`config.{g,d}.norm`, with 'default' (or absent) meaning 'none'."""
+  name = net_config.get('norm', 'default')
+  name = DEFAULT_NORM if name == 'default' else name
+  if name not in NORMS:
+    raise UserError(f'unknown norm {name!r} for the mlp model; set '
+                    f'config.{net}.norm to one of: ' + ', '.join(NORMS))
+  return name
+
+
 class MLP(nn.Module):
-  """`depth` hidden layers of `width` units, then a linear layer of `out` units."""
+  """`depth` hidden layers of `width` units, then a linear layer of `out` units.
+
+  Each hidden layer is Dense -> norm -> activation; with `norm='spectral'`
+  every Dense layer (the last too) is spectrally normalised instead.
+  """
   width: int
   depth: int
   out: int
   act: str = 'relu'
-  dtype: jnp.dtype = jnp.float32
+  dtype: Any = jnp.float32
+  norm: str = 'none'
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    del train  # No dropout or normalisation here.
     act = activation(self.act)
+
+    def dense(features, h):
+      layer = nn.Dense(features, dtype=self.dtype, param_dtype=jnp.float32)
+      if self.norm == 'spectral':
+        return nn.SpectralNorm(layer, dtype=self.dtype)(h, update_stats=train)
+      return layer(h)
+
     x = x.reshape(x.shape[0], -1).astype(self.dtype)
     for _ in range(self.depth):
-      x = act(nn.Dense(self.width, dtype=self.dtype)(x))
-    return nn.Dense(self.out, dtype=self.dtype)(x)
+      x = dense(self.width, x)
+      if self.norm == 'batch':
+        x = common.batch_norm(train, self.dtype)(x)
+      elif self.norm == 'layer':
+        x = nn.LayerNorm(dtype=self.dtype, param_dtype=jnp.float32)(x)
+      x = act(x)
+    return dense(self.out, x)
 
 
 class Generator(nn.Module):
@@ -40,12 +86,13 @@ class Generator(nn.Module):
   depth: int
   example_shape: Sequence[int]
   act: str = 'relu'
-  dtype: jnp.dtype = jnp.float32
+  dtype: Any = jnp.float32
+  norm: str = 'none'
 
   @nn.compact
   def __call__(self, z, train: bool = True):
     x = MLP(self.width, self.depth, math.prod(self.example_shape), self.act,
-            self.dtype)(z, train)
+            self.dtype, self.norm)(z, train)
     return x.reshape(z.shape[0], *self.example_shape).astype(jnp.float32)
 
 
@@ -53,15 +100,20 @@ class Discriminator(nn.Module):
   width: int
   depth: int
   act: str = 'relu'
-  dtype: jnp.dtype = jnp.float32
+  dtype: Any = jnp.float32
+  norm: str = 'none'
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    logits = MLP(self.width, self.depth, 1, self.act, self.dtype)(x, train)
+    logits = MLP(self.width, self.depth, 1, self.act, self.dtype,
+                 self.norm)(x, train)
     return logits[:, 0].astype(jnp.float32)
 
 
 def build(config, example_shape):
   g, d = config.g, config.d
-  return (Generator(g.width, g.depth, tuple(example_shape), g.activation),
-          Discriminator(d.width, d.depth, d.activation))
+  dtype = common.compute_dtype(config)
+  return (Generator(g.width, g.depth, tuple(example_shape), g.activation,
+                    dtype, norm_name(g, 'g')),
+          Discriminator(d.width, d.depth, d.activation, dtype,
+                        norm_name(d, 'd')))

@@ -1,0 +1,166 @@
+"""Mode coverage on grid25 (25 Gaussians, configs/default.py:data=grid25) for
+several losses and toolbox options, over several seeds.
+
+    python benchmarks/grid25_table.py                       # 3 seeds, 4000 steps
+    python benchmarks/grid25_table.py --num_steps=1500 --seeds=0,1,2 \\
+        --out=benchmarks/grid25_table.json
+
+Each run is `gan_jax.train.train_and_evaluate` on the default grid25 config
+(MLP 3 x 256, batch 256, Adam, linear decay of the learning rate to 0 at
+`--num_steps`) with `config.seed = config.data.seed = seed`, changed only as
+listed in VARIANTS. The metrics are those of `gan_jax.metrics.toy` on
+`config.eval.num_samples` (2500) samples at the end (VEEGAN, Srivastava et al.
+2017; PacGAN, Lin et al. 2018): modes covered (of 25), the percentage of
+high-quality samples (within 3 std of a mode) and the reverse KL of the
+high-quality samples' mode histogram to uniform. The table gives mean ± std
+over seeds (sample std, ddof=1); a KL is NaN when a run has no high-quality
+sample, and the mean is then over the other seeds (n says how many).
+
+Prints a markdown table and writes every run's numbers to `--out` (JSON).
+Run from the repository root (or anywhere: the root is put on sys.path).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# name -> (configs/default.py argument, {dotted field: value}).
+VARIANTS = {
+    'non_saturating': ('data=grid25', {}),
+    'hinge': ('data=grid25,loss=hinge', {}),
+    'wgan_gp': ('data=grid25,loss=wgan_gp', {}),
+    'non_saturating + R1': ('data=grid25', {'penalty.name': 'r1',
+                                            'penalty.weight': 1.0}),
+    'pack m=2': ('data=grid25', {'d.pack': 2}),
+    'pack m=4': ('data=grid25', {'d.pack': 4}),
+}
+
+
+def make_config(variant, seed, num_steps):
+  arg, overrides = VARIANTS[variant]
+  config = default.get_config(arg)
+  config.seed = config.data.seed = seed
+  config.num_steps = num_steps
+  config.eval_every = config.checkpoint.every = num_steps
+  config.log_every = min(config.log_every, num_steps)
+  config.checkpoint.use_async = False
+  for field, value in overrides.items():
+    node = config
+    *parents, leaf = field.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def run_one(variant, seed, num_steps, workdir):
+  config = make_config(variant, seed, num_steps)
+  t0 = time.time()
+  train.train_and_evaluate(config, workdir)
+  seconds = time.time() - t0
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    evals = [json.loads(line) for line in f if '"modes"' in line]
+  last = evals[-1]
+  return {'variant': variant, 'seed': seed, 'num_steps': num_steps,
+          'modes': int(last['modes']), 'hq': float(last['hq']),
+          'kl': float(last['kl']), 'seconds': seconds}
+
+
+def mean_std(values):
+  values = [v for v in values if not math.isnan(v)]
+  if not values:
+    return float('nan'), float('nan'), 0
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.
+  return float(np.mean(values)), std, len(values)
+
+
+def summarise(runs):
+  rows = []
+  for variant in VARIANTS:
+    mine = [r for r in runs if r['variant'] == variant]
+    if not mine:
+      continue
+    modes = mean_std([r['modes'] for r in mine])
+    hq = mean_std([100 * r['hq'] for r in mine])
+    kl = mean_std([r['kl'] for r in mine])
+    rows.append({'variant': variant, 'seeds': len(mine),
+                 'modes': modes[:2], 'hq_percent': hq[:2], 'kl': kl[:2],
+                 'kl_n': kl[2],
+                 'seconds_per_run': float(np.mean([r['seconds'] for r in mine]))})
+  return rows
+
+
+def markdown(rows):
+  lines = ['| variant | modes (of 25) | HQ % | KL | seeds | s/run |',
+           '|---|---|---|---|---|---|']
+  for r in rows:
+    kl = f"{r['kl'][0]:.3f} ± {r['kl'][1]:.3f}"
+    if r['kl_n'] < r['seeds']:
+      kl += f" (n={r['kl_n']})"
+    lines.append(
+        f"| {r['variant']} | {r['modes'][0]:.1f} ± {r['modes'][1]:.1f} | "
+        f"{r['hq_percent'][0]:.1f} ± {r['hq_percent'][1]:.1f} | {kl} | "
+        f"{r['seeds']} | {r['seconds_per_run']:.0f} |")
+  return '\n'.join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--seeds', default='0,1,2',
+                      help='comma-separated seeds (config.seed = data.seed)')
+  parser.add_argument('--num_steps', type=int, default=4000,
+                      help='GAN steps per run (the default config: 4000)')
+  parser.add_argument('--variants', default=','.join(VARIANTS),
+                      help='comma-separated subset of: ' + ', '.join(VARIANTS))
+  parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks',
+                                                    'grid25_table.json'))
+  parser.add_argument('--workdir', default=None,
+                      help='where the runs go (default: a temporary folder)')
+  args = parser.parse_args()
+  seeds = [int(s) for s in args.seeds.split(',')]
+  variants = [v.strip() for v in args.variants.split(',')]
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown:
+    parser.error(f'unknown variants {unknown}; choose from {list(VARIANTS)}')
+  logging.set_verbosity(logging.WARNING)
+  base = args.workdir or tempfile.mkdtemp(prefix='grid25_table_')
+  runs = []
+  t0 = time.time()
+  for variant in variants:
+    for seed in seeds:
+      name = variant.replace(' ', '').replace('+', '_').replace('=', '')
+      r = run_one(variant, seed, args.num_steps,
+                  os.path.join(base, f'{name}_seed{seed}'))
+      runs.append(r)
+      print(f"{variant:22s} seed {seed}: modes {r['modes']:2d}  "
+            f"hq {100 * r['hq']:5.1f}%  kl {r['kl']:.3f}  "
+            f"({r['seconds']:.0f} s)", flush=True)
+  rows = summarise(runs)
+  table = markdown(rows)
+  print()
+  print(f'grid25, {args.num_steps} steps, seeds {seeds} '
+        f'({time.time() - t0:.0f} s in all):')
+  print(table)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, 'w') as f:
+    json.dump({'command': ' '.join(['python'] + sys.argv),
+               'num_steps': args.num_steps, 'seeds': seeds,
+               'variants': {v: VARIANTS[v] for v in variants},
+               'runs': runs, 'summary': rows, 'table': table}, f, indent=2)
+  print(f'\nwrote {args.out}')
+
+
+if __name__ == '__main__':
+  main()
