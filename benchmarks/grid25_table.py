@@ -39,6 +39,9 @@ from gan_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-po
 # name -> (configs/default.py argument, {dotted field: value}).
 VARIANTS = {
     'non_saturating': ('data=grid25', {}),
+    'minimax': ('data=grid25,loss=minimax', {}),
+    'least_squares': ('data=grid25,loss=least_squares', {}),
+    'wasserstein': ('data=grid25,loss=wasserstein', {}),
     'hinge': ('data=grid25,loss=hinge', {}),
     'wgan_gp': ('data=grid25,loss=wgan_gp', {}),
     'non_saturating + R1': ('data=grid25', {'penalty.name': 'r1',
