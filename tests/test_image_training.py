@@ -3,6 +3,7 @@
 Tiny widths and a handful of steps: these check the plumbing (the real
 launch.py, data pipeline, models and step), not sample quality.
 """
+import importlib
 import os
 
 import jax
@@ -50,12 +51,14 @@ def test_mnist_dcgan_on_own_npz_writes_grid_and_updates_batchnorm(tmp_path):
   assert len(means) == 3 and all(np.abs(m).max() > 0 for m in means)
 
 
-def test_cifar10_sngan_trains_on_mocked_tfds(tmp_path):
-  """The real config and pipeline, TFDS's reader mocked (in-process)."""
-  from configs import cifar10_sngan  # pylint: disable=g-import-not-at-top
-  config = cifar10_sngan.get_config()
-  config.g.channels = config.d.channels = 8
-  config.d_steps = 2
+@pytest.mark.parametrize('name', ['cifar10_sngan', 'cifar10_dcgan',
+                                  'celeba64_dcgan', 'mnist_dcgan'])
+def test_tfds_configs_train_on_mocked_tfds(name, tmp_path):
+  """Each TFDS config end to end, shrunk, with TFDS's reader mocked (in-process)."""
+  config = importlib.import_module(f'configs.{name}').get_config()
+  config.g.channels = config.d.channels = 4
+  config.g.upsample = 'resize_conv'  # mnist_dcgan: fast on CPU, same shapes.
+  config.d_steps = min(config.d_steps, 2)
   config.batch_size = 4
   config.num_steps = 2
   config.steps_per_call = 2
@@ -64,11 +67,32 @@ def test_cifar10_sngan_trains_on_mocked_tfds(tmp_path):
   with tfds.testing.mock_data(num_examples=16):
     state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 2
-  # Spectral norm's power-iteration vectors are in the state and were updated.
-  us = [np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(
-      state.d.model_state)[0] if str(p[-1]).endswith("/u']")]
-  assert len(us) == 11 and all(np.isfinite(u).all() for u in us)
-  assert os.path.exists(tmp_path / 'samples' / 'step_0000002.png')
+  grid = np.asarray(Image.open(tmp_path / 'samples' / 'step_0000002.png'))
+  size = {'mnist_dcgan': 28, 'celeba64_dcgan': 64}.get(name, 32)
+  assert grid.shape == (2 * (size + 2) + 2, 2 * (size + 2) + 2, 3)
+  if name == 'cifar10_sngan':
+    # Spectral norm's power-iteration vectors are in the state, updated.
+    us = [np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(
+        state.d.model_state)[0] if str(p[-1]).endswith("/u']")]
+    assert len(us) == 11 and all(np.isfinite(u).all() for u in us)
+
+
+def test_own_images_folder_of_pngs_trains(tmp_path):
+  folder = tmp_path / 'pngs'
+  folder.mkdir()
+  rng = np.random.default_rng(2)
+  for i in range(24):
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+        folder / f'{i}.png')
+  (folder / 'broken.png').write_bytes(b'not a png')
+  workdir = tmp_path / 'run'
+  r = run_launch(['--config=configs/own_images.py:size=32',
+                  f'--config.data.path={folder}', '--config.g.channels=4',
+                  '--config.d.channels=4', *TINY, f'--workdir={workdir}'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'Skipping 1 unreadable image file' in r.stderr
+  grid = np.asarray(Image.open(workdir / 'samples' / 'step_0000002.png'))
+  assert grid.shape == (3 * 34 + 2, 3 * 34 + 2, 3)
 
 
 def test_batchnorm_is_cross_replica_two_devices_equal_one(tmp_path):
@@ -79,7 +103,7 @@ def test_batchnorm_is_cross_replica_two_devices_equal_one(tmp_path):
   results = []
   for n in (1, 2):
     workdir = tmp_path / f'run{n}'
-    r = run_launch(['--config=configs/images.py:size=32',
+    r = run_launch(['--config=configs/own_images.py:size=32',
                     f'--config.data.path={npz}', '--config.g.channels=4',
                     '--config.d.channels=4', *TINY,
                     '--config.g.optimizer.eps=1.0',
@@ -94,8 +118,8 @@ def test_batchnorm_is_cross_replica_two_devices_equal_one(tmp_path):
 
 
 def test_metrics_without_inception_weights_fail_at_start(tmp_path):
-  from configs import images  # pylint: disable=g-import-not-at-top
-  config = images.get_config('size=32')
+  from configs import own_images  # pylint: disable=g-import-not-at-top
+  config = own_images.get_config('size=32')
   config.data.path = _digits_npz(tmp_path / 'd.npz')
   config.eval.metrics = 'fid_10k_train'
   with pytest.raises(UserError, match='inception_weights is empty'):

@@ -198,12 +198,12 @@ def test_evaluation_computes_kid_and_is_of_the_generator(nets, tmp_path):
   takes minutes on a loaded 2-core CI machine (test_image_metrics checks it).
   """
   _, _, _, npz = nets
-  from configs import images  # pylint: disable=g-import-not-at-top
+  from configs import own_images  # pylint: disable=g-import-not-at-top
   from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   data_path = tmp_path / 'rgb.npz'
   np.savez(data_path, images=rng.integers(0, 256, (8, 32, 32, 3), np.uint8))
-  config = images.get_config('size=32')
+  config = own_images.get_config('size=32')
   config.data.path = str(data_path)
   config.eval.grid_rows = 2
   config.eval.metrics = 'kid,is'

@@ -1,7 +1,7 @@
 """DCGAN on your own images: a folder of .png/.jpg files or an .npz.
 
-    python launch.py --config configs/images.py --config.data.path=DIR_OR_NPZ
-    python launch.py --config configs/images.py:size=32 --config.data.path=faces/
+    python launch.py --config configs/own_images.py --config.data.path=DIR_OR_NPZ
+    python launch.py --config configs/own_images.py:size=32 --config.data.path=faces/
 
 Folder images are center-cropped and resized to `size` (28, 32 or 64;
 default 64); an .npz holds an `images` array of N x H x W (x C) with H = W =
