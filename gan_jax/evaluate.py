@@ -68,7 +68,10 @@ def evaluate(config, generate, g_state, step, workdir, writer):
   rows = config.eval.grid_rows
   fake = np.asarray(generate(g_state, key, rows * rows))
   _save_picture(plots.image_grid(fake, rows), step, workdir, writer)
-  if not image_metrics.metric_names(config.eval):
+  # Image metrics run on process 0 only: no collectives are involved, the
+  # numbers are written by process 0 alone, and one host writes the reference
+  # statistics' cache. The other hosts go on and wait in the next train step.
+  if not image_metrics.metric_names(config.eval) or jax.process_index() != 0:
     return {}
   calls = iter(range(1 << 30))
 
