@@ -47,6 +47,8 @@ def get_config(arg=None):
   # Train steps per compiled call (a lax.scan); logging, evaluation and
   # checkpoints still happen at their steps. Helps small, dispatch-bound models.
   config.steps_per_call = 50
+  # On CPU, this instead when set (> 0); see gan_jax/step.py steps_per_call.
+  config.steps_per_call_on_cpu = 0
   # Compute dtype of the layers, 'float32' or 'bfloat16' (parameters, samples
   # and logits stay float32).
   config.dtype = 'float32'

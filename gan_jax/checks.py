@@ -102,7 +102,7 @@ def check_gradient_penalty(config, d_model_state):
 
 # Fields that may change when a run resumes: they do not change what is trained.
 HARMLESS = ('num_steps', 'log_every', 'eval_every', 'eval', 'checkpoint',
-            'steps_per_call', 'resume_from_step', 'allow_config_change',
+            'steps_per_call', 'steps_per_call_on_cpu', 'resume_from_step', 'allow_config_change',
             'nonfinite', 'collapse_threshold')
 
 

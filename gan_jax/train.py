@@ -189,6 +189,7 @@ def train_and_evaluate(config, workdir):
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(config.to_dict(), f, indent=2, sort_keys=True)
 
+  steps_per_call = step_lib.steps_per_call(config)
   p_step = jax.pmap(step_lib.make_multi_step(config), axis_name=step_lib.AXIS,
                     donate_argnums=(0,))
   generate = step_lib.make_generate(config)
@@ -203,7 +204,7 @@ def train_and_evaluate(config, workdir):
     nonfinite = None  # The first non-finite step since the last check, on device.
     while step < config.num_steps:
       # Run up to steps_per_call steps, stopping at the next log/eval/save step.
-      k = min([config.steps_per_call, config.num_steps - step]
+      k = min([steps_per_call, config.num_steps - step]
               + [p - step % p for p in periods])
       batch, data_state = feeder.next(k)
       state, metrics = p_step(state, batch)
