@@ -94,6 +94,12 @@ def get_config(arg=None):
   # (gan_jax.state.sampling_generator): decay 0 = off (e.g. 0.999); it copies
   # G until start_step steps are done.
   config.ema = ml_collections.ConfigDict(dict(decay=0.0, start_step=0))
+  # Class-conditional GANs (gan_jax/models/conditional.py): num_classes > 0
+  # takes labels from the data; G gets the one-hot label with z ('concat'),
+  # D a 'projection' or 'acgan' head (acgan_weight: its classification loss).
+  config.num_classes = 0
+  config.conditional = ml_collections.ConfigDict(dict(
+      g='concat', d='projection', acgan_weight=1.0))
   # Mode-collapse alarm: train warns when the metric diversity_ratio (pairwise
   # distances of generated vs real samples) falls below this (0: never).
   config.collapse_threshold = 0.1

@@ -46,6 +46,14 @@ def validate(config):
         f'd.pack={pack} must divide the per-device batch '
         f'(batch_size {config.batch_size} over {devices} devices); use a '
         f'batch_size that is a multiple of {pack * devices}')
+  classes = config.get('num_classes', 0)
+  if not (isinstance(classes, int) and classes >= 0):
+    raise UserError(f'num_classes must be an integer >= 0 (0: unconditional), '
+                    f'got {classes!r}; pass --config.num_classes=N')
+  if classes and pack > 1:
+    raise UserError(f'd.pack={pack} (PacGAN) and num_classes={classes} cannot '
+                    'be combined: a pack mixes examples of different classes; '
+                    'drop one (--config.d.pack=1 or --config.num_classes=0)')
   if 'augment' in config:
     augment.parse(config.augment.policy)
   if 'ema' in config:
@@ -112,7 +120,8 @@ HARMLESS = ('num_steps', 'log_every', 'eval_every', 'eval', 'checkpoint',
 ADDED_FIELDS = {
     'dtype': 'float32', 'g.norm': 'default', 'd.norm': 'default',
     'd.pack': 1, 'penalty.every': 1, 'augment.policy': '', 'ema.decay': 0.0,
-    'ema.start_step': 0,
+    'ema.start_step': 0, 'num_classes': 0, 'conditional.g': 'concat',
+    'conditional.d': 'projection', 'conditional.acgan_weight': 1.0,
 }
 
 

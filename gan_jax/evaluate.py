@@ -2,10 +2,12 @@
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import data
 from gan_jax import plots
+from gan_jax import step as step_lib
 from gan_jax.data import toy
 from gan_jax.metrics import image_metrics
 from gan_jax.metrics import toy as toy_metrics
@@ -54,7 +56,9 @@ def evaluate(config, generate, g_state, step, workdir, writer):
   successive evaluations show the same z and are comparable over time.
   Toy data: mode coverage of `config.eval.num_samples` samples and a scatter
   plot of generated (red) vs real (grey) points. Images: a grid of
-  `config.eval.grid_rows`^2 samples.
+  `config.eval.grid_rows`^2 samples, or with `num_classes` one row of
+  `grid_rows` samples per class. A conditional generator is evaluated on
+  class-balanced labels (`step.eval_labels`).
   """
   key = jax.random.PRNGKey(config.eval.seed)
   if config.data.name in toy.DEFAULTS:
@@ -65,9 +69,14 @@ def evaluate(config, generate, g_state, step, workdir, writer):
                       np.random.default_rng(config.eval.seed))
     _save_picture(plots.scatter(real, fake), step, workdir, writer)
     return {'modes': m['modes'], 'hq': m['hq'], 'kl': m['kl']}
-  rows = config.eval.grid_rows
-  fake = np.asarray(generate(g_state, key, rows * rows))
-  _save_picture(plots.image_grid(fake, rows), step, workdir, writer)
+  rows = cols = config.eval.grid_rows
+  labels = None
+  classes = step_lib.num_classes(config)
+  if classes:  # One row per class.
+    rows = classes
+    labels = jnp.repeat(jnp.arange(classes, dtype=jnp.int32), cols)
+  fake = np.asarray(generate(g_state, key, rows * cols, labels))
+  _save_picture(plots.image_grid(fake, rows, cols=cols), step, workdir, writer)
   # Image metrics run on process 0 only: no collectives are involved, the
   # numbers are written by process 0 alone, and one host writes the reference
   # statistics' cache. The other hosts go on and wait in the next train step.

@@ -24,18 +24,19 @@ def save_png(image, path):
   Image.fromarray(np.asarray(image)).save(path)
 
 
-def image_grid(images, rows, pad=2):
-  """Tiles `rows * rows` images [N, H, W, C] in [-1, 1] into one uint8 picture.
+def image_grid(images, rows, pad=2, cols=None):
+  """Tiles `rows * cols` images [N, H, W, C] in [-1, 1] into one uint8 picture
+  (`cols` defaults to `rows`).
 
   Images are laid out row by row with `pad` white pixels between them;
   grayscale (C = 1) becomes RGB, so every grid is [H', W', 3].
   """
-  images = np.asarray(images, np.float32)[:rows * rows]
+  cols = rows if cols is None else cols
+  images = np.asarray(images, np.float32)[:rows * cols]
   n, h, w, c = images.shape
   pixels = np.clip(np.round((images + 1) * 127.5), 0, 255).astype(np.uint8)
   if c == 1:
     pixels = np.repeat(pixels, 3, axis=-1)
-  cols = rows
   rows_used = -(-n // cols)
   grid = np.full((rows_used * (h + pad) + pad, cols * (w + pad) + pad, 3), 255,
                  np.uint8)

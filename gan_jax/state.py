@@ -90,8 +90,10 @@ def make_optimizer(opt_config, num_steps, skip_nonfinite=False):
   return tx
 
 
-def _init_net(module, key, dummy_input, tx):
-  variables = module.init({'params': key, 'dropout': key}, dummy_input, train=False)
+def _init_net(module, key, dummy_input, tx, labels=None):
+  kwargs = {} if labels is None else {'labels': labels}
+  variables = module.init({'params': key, 'dropout': key}, dummy_input,
+                          train=False, **kwargs)
   variables = flax.core.unfreeze(variables)
   params = variables.pop('params')
   return NetState.create(apply_fn=module.apply, params=params, tx=tx,
@@ -114,10 +116,11 @@ def create(config, generator, discriminator, example_shape) -> GANState:
   z = jnp.zeros((2, config.z_dim), jnp.float32)
   # D sees packs of `pack` examples (PacGAN); it is built for that shape.
   x = jnp.zeros((2, *step_lib.packed_shape(example_shape, pack)), jnp.float32)
+  labels = jnp.zeros((2,), jnp.int32) if step_lib.num_classes(config) else None
   g = _init_net(generator, g_key, z, make_optimizer(
-      config.g.optimizer, config.num_steps, skip))
+      config.g.optimizer, config.num_steps, skip), labels)
   d = _init_net(discriminator, d_key, x, make_optimizer(
-      config.d.optimizer, config.num_steps * config.d_steps, skip))
+      config.d.optimizer, config.num_steps * config.d_steps, skip), labels)
   checks.check_gradient_penalty(config, d.model_state)
   g_ema = None
   if step_lib.ema_decay(config) > 0:

@@ -48,12 +48,38 @@ def decode_nonfinite(code):
   return code // 4, [n for bit, n in ((1, 'd'), (2, 'g')) if code & bit]
 
 
-def _apply(net, params, x, train, dropout_key):
+def _apply(net, params, x, train, dropout_key, labels=None):
   """Runs a network; returns (output, updated non-parameter collections)."""
+  kwargs = {} if labels is None else {'labels': labels}
   out, new_model_state = net.apply_fn(
       {'params': params, **net.model_state}, x, train=train,
-      rngs={'dropout': dropout_key}, mutable=list(net.model_state.keys()))
+      rngs={'dropout': dropout_key}, mutable=list(net.model_state.keys()),
+      **kwargs)
   return out, new_model_state
+
+
+def num_classes(config) -> int:
+  """`config.num_classes`: 0 unconditional, else class-conditional G and D."""
+  return config.get('num_classes', 0) or 0
+
+
+def split_d_output(out):
+  """(logits, class_logits or None) of what a discriminator returned: an
+  ACGAN head (gan_jax/models/conditional.py) adds class logits."""
+  return out if isinstance(out, tuple) else (out, None)
+
+
+def split_batch(batch):
+  """(images, labels) of a batch; labels is None when unconditional."""
+  return batch if isinstance(batch, tuple) else (batch, None)
+
+
+def class_loss(class_logits, labels):
+  """Mean cross-entropy of an ACGAN head (None without one)."""
+  if class_logits is None:
+    return None
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      class_logits, labels))
 
 
 def _dropout_key(key):
@@ -193,6 +219,9 @@ def make_train_step(config):
   z_dim = config.z_dim
   m = pack_size(config)
   augment_fn = augment.make(config.augment.policy) if 'augment' in config else None
+  acgan_weight = (config.conditional.acgan_weight
+                  if num_classes(config) and config.conditional.d == 'acgan'
+                  else 0.)
 
   def d_view(x, k, first, stream):
     """What D sees of the batch `x` (examples `first`, ...): augmented, packed.
@@ -206,20 +235,23 @@ def make_train_step(config):
       x = augment_fn(keys, x)
     return pack(x, m)
 
-  def generate(g, keys, first_index, batch_size, g_params=None):
+  def generate(g, keys, first_index, batch_size, labels, g_params=None):
+    """G's samples for the given labels (None: unconditional)."""
     ex_keys = rng.example_keys(jax.random.fold_in(keys, rng.NOISE), first_index,
                                batch_size)
     z = rng.normal(ex_keys, (z_dim,))
     return _apply(g, g.params if g_params is None else g_params, z, True,
-                  _dropout_key(keys))
+                  _dropout_key(keys), labels)
 
   def d_update(carry, real):
     state, key = carry[0], carry[1]
     j = carry[2]
+    # Fakes are generated for the labels of the real batch (conditional).
+    real, labels = split_batch(real)
     local_batch = real.shape[0]
     first = lax.axis_index(AXIS) * local_batch
     k = jax.random.fold_in(key, j)
-    fake, _ = generate(state.g, k, first, local_batch)
+    fake, _ = generate(state.g, k, first, local_batch, labels)
     fake = lax.stop_gradient(fake)
 
     real_in = d_view(real, k, first, 0)
@@ -227,13 +259,23 @@ def make_train_step(config):
 
     def d_loss_fn(d_params):
       both = jnp.concatenate([real_in, fake_in])
-      logits, new_d_state = _apply(state.d, d_params, both, True, _dropout_key(k))
+      out, new_d_state = _apply(
+          state.d, d_params, both, True, _dropout_key(k),
+          None if labels is None else jnp.concatenate([labels, labels]))
+      logits, class_logits = split_d_output(out)
       real_logits, fake_logits = jnp.split(logits, 2)
       d_loss, _ = loss.fn(real_logits, fake_logits)
       aux = {'d_real': jnp.mean(real_logits), 'd_fake': jnp.mean(fake_logits),
              'd_loss': d_loss}
+      if class_logits is not None:  # ACGAN: classify real and fake.
+        real_class, fake_class = jnp.split(class_logits, 2)
+        aux['d_class_loss'] = (class_loss(real_class, labels)
+                               + class_loss(fake_class, labels))
+        aux['d_class_acc'] = jnp.mean(jnp.argmax(real_class, -1) == labels)
+        d_loss = d_loss + acgan_weight * aux['d_class_loss']
       if penalty_fn is not None:
-        d_fn = lambda x: _apply(state.d, d_params, x, True, _dropout_key(k))[0]
+        d_fn = lambda x: split_d_output(_apply(
+            state.d, d_params, x, True, _dropout_key(k), labels)[0])[0]
         # One key per packed example, by its global index.
         pen_keys = rng.example_keys(jax.random.fold_in(k, rng.PENALTY),
                                     first // m, local_batch // m)
@@ -263,22 +305,27 @@ def make_train_step(config):
                     | ~jnp.isfinite(d_metrics['d_grad_norm']))
     d_metrics = _last(d_metrics)  # The last D update's.
 
-    local_batch = batch.shape[1]
+    real, labels = split_batch(jax.tree.map(lambda b: b[-1], batch))
+    local_batch = real.shape[0]
     first = lax.axis_index(AXIS) * local_batch
     k = jax.random.fold_in(key, config.d_steps)
-    real = batch[-1]
 
     def g_loss_fn(g_params):
-      fake, new_g_state = generate(state.g, k, first, local_batch, g_params)
+      fake, new_g_state = generate(state.g, k, first, local_batch, labels,
+                                   g_params)
       # D is not updated here, and its statistics from these passes are dropped.
       # D(real) is a separate pass so that XLA removes it when the loss's
       # g_loss does not use it (all losses here but relativistic ones). The
       # augmentation is differentiable, so G's gradient flows through it.
-      fake_logits, _ = _apply(state.d, state.d.params,
-                              d_view(fake, k, first, 1), True, _dropout_key(k))
-      real_logits, _ = _apply(state.d, state.d.params,
-                              d_view(real, k, first, 0), True, _dropout_key(k))
+      fake_out, _ = _apply(state.d, state.d.params, d_view(fake, k, first, 1),
+                           True, _dropout_key(k), labels)
+      real_out, _ = _apply(state.d, state.d.params, d_view(real, k, first, 0),
+                           True, _dropout_key(k), labels)
+      fake_logits, fake_class = split_d_output(fake_out)
+      real_logits, _ = split_d_output(real_out)
       _, g_loss = loss.fn(lax.stop_gradient(real_logits), fake_logits)
+      if fake_class is not None:  # ACGAN: G wants its fakes classified right.
+        g_loss = g_loss + acgan_weight * class_loss(fake_class, labels)
       return g_loss, (new_g_state, fake)
 
     (g_loss, (new_g_state, fake)), grads = jax.value_and_grad(
@@ -340,7 +387,7 @@ def make_multi_step(config):
   train_step = make_train_step(config)
 
   def multi_step(state, batches):
-    if batches.shape[0] == 1:  # No loop: see unrolled_scan.
+    if jax.tree.leaves(batches)[0].shape[0] == 1:  # No loop: see unrolled_scan.
       state, metrics = unrolled_scan(train_step, state, batches)
     else:
       state, metrics = lax.scan(train_step, state, batches)
@@ -353,10 +400,22 @@ def make_multi_step(config):
   return multi_step
 
 
+def eval_labels(config, num):
+  """Labels for `num` evaluation samples: 0, 1, ..., N-1, 0, 1, ... (class
+  balanced), or None when unconditional."""
+  n = num_classes(config)
+  return jnp.arange(num, dtype=jnp.int32) % n if n else None
+
+
 def make_generate(config):
-  """`generate(g, key, num) -> samples` for evaluation (eval mode, one device)."""
+  """`generate(g, key, num, labels=None) -> samples` for evaluation (eval mode,
+  one device); a conditional G without labels gets `eval_labels`."""
   @functools.partial(jax.jit, static_argnums=(2,))
-  def generate(g, key, num):
+  def generate(g, key, num, labels=None):
     z = jax.random.normal(key, (num, config.z_dim))
-    return g.apply_fn({'params': g.params, **g.model_state}, z, train=False)
+    if labels is None:
+      labels = eval_labels(config, num)
+    kwargs = {} if labels is None else {'labels': labels}
+    return g.apply_fn({'params': g.params, **g.model_state}, z, train=False,
+                      **kwargs)
   return generate

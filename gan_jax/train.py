@@ -63,10 +63,16 @@ class DeviceFeeder:
     self.sharding = _device_sharding(devices)
 
   def next(self, k):
-    host = np.stack([next(self.iterator) for _ in range(k * self.d_steps)])
-    b = host.shape[1]
-    host = host.reshape(k, self.d_steps, self.n, b // self.n, *host.shape[2:])
-    host = np.moveaxis(host, 2, 0)
+    batches = [next(self.iterator) for _ in range(k * self.d_steps)]
+
+    def split(*parts):  # One array of the batch (images, or labels).
+      host = np.stack(parts)
+      b = host.shape[1]
+      host = host.reshape(k, self.d_steps, self.n, b // self.n, *host.shape[2:])
+      return np.moveaxis(host, 2, 0)
+
+    # A batch is an array, or a tuple (images, labels) when conditional.
+    host = jax.tree.map(split, *batches)
     return jax.device_put(host, self.sharding), self.iterator.get_state()
 
 

@@ -6,7 +6,9 @@ global batches:
     build(config, host_batch_size, process_index, process_count) -> iterator
 
 The iterator yields numpy arrays `[host_batch_size, *example_shape]` scaled to
-the model's range, exposes `example_shape`, and has `get_state()` /
+the model's range (with `config.num_classes > 0`, tuples of those and their
+int32 class labels `[host_batch_size]`, which every dataset here can give
+except celeb_a), exposes `example_shape`, and has `get_state()` /
 `set_state(state)` (JSON-serialisable) so that a resumed run continues from the
 same position. Host `i` of `n` gets the `i`-th of `n` equal slices of every
 global batch, so no example is seen twice or dropped across hosts.

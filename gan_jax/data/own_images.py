@@ -18,6 +18,10 @@
     error). The images are used at their stored size: `image_size`, if set,
     must equal H = W.
 
+Conditional runs (`config.num_classes > 0`) need labels: in a folder, one
+subfolder per class (root/CLASS/*.png; classes numbered by sorted name), in an
+.npz an integer array `labels` [N] in [0, num_classes).
+
 Examples are shuffled, sharded over hosts, repeated and batched by
 `gan_jax.data.pipeline` (read ahead by grain), exactly as the TFDS datasets
 are. An .npz is read a whole batch at a time (fast); folder images are
@@ -98,19 +102,39 @@ def load_image(path, size, channels):
 
 
 class FolderSource:
-  """Random access to decoded images of a list of files (picklable)."""
+  """Random access to decoded images of a list of files (picklable); with
+  `labels`, (image, label) pairs."""
 
-  def __init__(self, paths, size, channels):
+  def __init__(self, paths, size, channels, labels=None):
     self.paths, self.size, self.channels = list(paths), size, channels
+    self.labels = labels
 
   def __len__(self):
     return len(self.paths)
 
   def __getitem__(self, index):
-    return load_image(self.paths[index], self.size, self.channels)
+    image = load_image(self.paths[index], self.size, self.channels)
+    return image if self.labels is None else (image, self.labels[index])
 
 
-def _folder(path, size, channels):
+def _folder_labels(root, paths, num_classes):
+  """Class of each file: the index of its top-level subfolder, sorted by name."""
+  tops = [os.path.relpath(p, root).split(os.sep)[0] for p in paths]
+  loose = [p for p, t in zip(paths, tops) if t == os.path.basename(p)]
+  if loose:
+    raise UserError(
+        f'{loose[0]} is not in a class subfolder of {root}; a conditional run '
+        '(num_classes > 0) takes one subfolder per class (root/CLASS/*.png), '
+        'or an .npz with a labels array')
+  names = sorted(set(tops))
+  if len(names) != num_classes:
+    raise UserError(f'{root} has {len(names)} class subfolders ({", ".join(names[:5])}'
+                    f'{", ..." if len(names) > 5 else ""}) but num_classes is '
+                    f'{num_classes}; pass --config.num_classes={len(names)}')
+  return np.array([names.index(t) for t in tops], np.int32)
+
+
+def _folder(path, size, channels, num_classes):
   paths = sorted(
       os.path.join(root, name)
       for root, _, names in os.walk(path, followlinks=True)
@@ -143,11 +167,13 @@ def _folder(path, size, channels):
           'pass --config.data.channels=1 or --config.data.channels=3 to '
           'convert them all')
     channels = kinds.pop()
-  return FolderSource([p for p, _ in good], size, channels), (size, size,
-                                                              channels)
+  paths = [p for p, _ in good]
+  labels = _folder_labels(path, paths, num_classes) if num_classes else None
+  return FolderSource(paths, size, channels, labels), (size, size, channels)
 
 
-def _read_npz(path):
+def _read_npz(path, labels):
+  """The `images` array of `path` (and its `labels` array if `labels`)."""
   try:
     with np.load(path, allow_pickle=False) as npz:
       if 'images' not in npz.files:
@@ -155,7 +181,14 @@ def _read_npz(path):
             f"{path} has no array named 'images' (it has: "
             f"{', '.join(npz.files) or 'nothing'}); save it with "
             'np.savez(path, images=array)')
-      return npz['images']
+      if not labels:
+        return npz['images'], None
+      if 'labels' not in npz.files:
+        raise UserError(
+            f"{path} has no array named 'labels', which a conditional run "
+            '(num_classes > 0) needs; save it with np.savez(path, '
+            'images=images, labels=labels), or pass --config.num_classes=0')
+      return npz['images'], npz['labels']
   except ValueError as e:
     if 'allow_pickle' in str(e):
       raise UserError(
@@ -204,8 +237,8 @@ def _to_channels(images, channels):
   return gray[..., None]
 
 
-def _npz(path, size, channels):
-  images = _read_npz(path)
+def _npz(path, size, channels, num_classes):
+  images, labels = _read_npz(path, num_classes > 0)
   shape = images.shape
   if images.ndim == 3:
     if shape[-1] in (1, 3, 4):
@@ -235,7 +268,12 @@ def _npz(path, size, channels):
         f'{size}; resize them before saving the .npz, or pass '
         f'--config.data.image_size={height if height == width else "None"}')
   images = _to_channels(_scale(images, path), channels)
-  return images, images.shape[1:]
+  if num_classes:
+    labels = pipeline.check_labels(labels, num_classes, path)
+    if len(labels) != len(images):
+      raise UserError(f"{path} has {len(images)} images but {len(labels)} "
+                      'labels; save one label per image')
+  return pipeline.ArrayBatches(images, labels), images.shape[1:]
 
 
 def build(config, host_batch_size, process_index, process_count):
@@ -256,20 +294,22 @@ def build(config, host_batch_size, process_index, process_count):
   if size is not None and not (isinstance(size, int) and size > 0):
     raise UserError(f'data.image_size must be a positive integer, got {size!r}; '
                     'pass --config.data.image_size=N')
+  num_classes = pipeline.num_classes(config)
   if os.path.isdir(path):
-    source, shape = _folder(path, size, channels)
+    source, shape = _folder(path, size, channels, num_classes)
   elif path.lower().endswith('.npz'):
-    source, shape = _npz(path, size, channels)
+    source, shape = _npz(path, size, channels, num_classes)
   else:
     raise UserError(f'data.path {path} is neither a folder nor an .npz file; '
                     'pass a folder of .png/.jpg images or an .npz with an '
                     'images array')
-  pipeline.check_batch(len(source), host_batch_size, process_count, path)
-  # An array is read a batch at a time (one fancy index); files one by one.
-  read_batch = (source.__getitem__ if isinstance(source, np.ndarray)
-                else pipeline.read_each(source))
+  if isinstance(source, pipeline.ArrayBatches):  # One fancy index a batch.
+    read_batch, num = source, len(source.images)
+  else:  # Files, decoded one by one.
+    read_batch, num = pipeline.read_each(source), len(source)
+  pipeline.check_batch(num, host_batch_size, process_count, path)
   return pipeline.build(
-      read_batch, len(source), shape, seed=pipeline.field(config, 'seed', 0),
+      read_batch, num, shape, seed=pipeline.field(config, 'seed', 0),
       host_batch_size=host_batch_size, process_index=process_index,
       process_count=process_count,
       num_workers=pipeline.field(config, 'num_workers', 0))

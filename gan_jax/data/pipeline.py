@@ -55,6 +55,26 @@ def to_float(batch):
   return batch.astype(np.float32, copy=False)
 
 
+def num_classes(config) -> int:
+  """`config.num_classes`: 0 for unconditional data, else labels in [0, N)."""
+  return config.get('num_classes', 0) or 0
+
+
+def check_labels(labels, n, what):
+  """Int32 labels in [0, n), or a UserError naming `what`."""
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise UserError(f'the labels of {what} must be one integer per example, '
+                    f'got an array of shape {labels.shape} and dtype '
+                    f'{labels.dtype}')
+  if len(labels) and (labels.min() < 0 or labels.max() >= n):
+    raise UserError(
+        f'the labels of {what} range over [{labels.min()}, {labels.max()}] '
+        f'but num_classes is {n}; pass --config.num_classes='
+        f'{max(int(labels.max()) + 1, 1)}')
+  return labels.astype(np.int32)
+
+
 def check_batch(num_examples, host_batch_size, process_count, what):
   """Raises UserError if `num_examples` cannot fill one global batch."""
   global_batch = host_batch_size * process_count
@@ -79,7 +99,22 @@ class _ReadEach:
     examples = (self.source[int(i)] for i in indices)
     if self.preprocess is not None:
       examples = map(self.preprocess, examples)
-    return np.stack(list(examples))
+    examples = list(examples)
+    if isinstance(examples[0], tuple):  # (image, label) pairs.
+      return tuple(np.stack(part) for part in zip(*examples))
+    return np.stack(examples)
+
+
+class ArrayBatches:
+  """A `read_batch` for in-memory arrays: images, or (images, labels)."""
+
+  def __init__(self, images, labels=None):
+    self.images, self.labels = images, labels
+
+  def __call__(self, indices):
+    if self.labels is None:
+      return self.images[indices]
+    return self.images[indices], self.labels[indices]
 
 
 class HostBatches:
@@ -116,7 +151,10 @@ class HostBatches:
     return self._permutation(epoch)[start:start + self.host_batch_size]
 
   def __call__(self, batch_index):
-    return to_float(self.read_batch(self.indices(batch_index)))
+    batch = self.read_batch(self.indices(batch_index))
+    if isinstance(batch, tuple):  # (images, labels)
+      return to_float(batch[0]), np.asarray(batch[1], np.int32)
+    return to_float(batch)
 
 
 class GrainBatchIterator:
@@ -183,7 +221,7 @@ def build(read_batch, num_examples, example_shape, *, seed, host_batch_size,
 
   Args:
     read_batch: int indices [B] -> uint8 [B, H, W, C] (or float32 in [-1, 1])
-      of those examples; picklable when `num_workers > 0`, and safe to call
+      of those examples, or a tuple (those images, int labels [B]); picklable when `num_workers > 0`, and safe to call
       from several threads. `read_each(source, preprocess)` makes one for a
       source read one example at a time.
     num_examples: at least one global batch (check with `check_batch` first,

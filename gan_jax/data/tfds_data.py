@@ -17,6 +17,8 @@ Examples are shuffled, sharded over hosts, repeated and batched by
 processes): see its docstring for the exact order. Each example is read and
 decoded on its own (about the speed of PIL's decoding): on a GPU machine with
 spare cores, num_workers of 4-8 keeps up with small models.
+With `config.num_classes` set (10 for mnist, fashion_mnist and cifar10;
+celeb_a has no class label) the examples come with their TFDS `label`.
 Images come out as float32 [H, W, C] in [-1, 1]:
 
   mnist, fashion_mnist: 28 x 28 x 1; cifar10: 32 x 32 x 3 (native sizes);
@@ -52,6 +54,8 @@ DATASETS = {
     'cifar10': ((32, 32, 3), None, None),
     'celeb_a': ((218, 178, 3), (20, 0, 178, 178), 64),
 }
+# Class counts of the datasets with a 'label' feature (conditional runs).
+NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10}
 
 
 def resize(image, size):
@@ -64,13 +68,14 @@ def resize(image, size):
   return out.reshape(size, size, channels)
 
 
-def _preprocess(example, crop, size):
-  """A TFDS example dict -> uint8 [size, size, C]."""
+def _preprocess(example, crop, size, labels=False):
+  """A TFDS example dict -> uint8 [size, size, C] (and its label)."""
   image = np.asarray(example['image'])
   if crop is not None:
     top, left, height, width = crop
     image = image[top:top + height, left:left + width]
-  return resize(image, size) if size is not None else image
+  image = resize(image, size) if size is not None else image
+  return (image, np.int32(example['label'])) if labels else image
 
 
 def _default_dir():
@@ -119,6 +124,13 @@ def open_source(name, split, data_dir):
 def build(config, host_batch_size, process_index, process_count):
   name = config.data.name
   native, crop, default_size = DATASETS[name]
+  num_classes = pipeline.num_classes(config)
+  if num_classes and num_classes != NUM_CLASSES.get(name):
+    raise UserError(
+        f'{name} has no class labels; use num_classes=0' if name not in
+        NUM_CLASSES else f'{name} has {NUM_CLASSES[name]} classes but '
+        f'num_classes is {num_classes}; pass --config.num_classes='
+        f'{NUM_CLASSES[name]}')
   split = pipeline.field(config, 'split', 'train')
   source = open_source(name, split, pipeline.field(config, 'data_dir'))
   size = pipeline.field(config, 'image_size', default_size)
@@ -134,7 +146,8 @@ def build(config, host_batch_size, process_index, process_count):
                        f'{name} split {split!r}')
   preprocess = functools.partial(
       _preprocess, crop=crop,
-      size=None if (size, size) == cropped[:2] else size)
+      size=None if (size, size) == cropped[:2] else size,
+      labels=num_classes > 0)
   return pipeline.build(
       pipeline.read_each(source, preprocess), len(source),
       (size, size, native[2]),

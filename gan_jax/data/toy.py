@@ -3,7 +3,8 @@
 `ring8`: `num_modes` modes evenly spaced on a circle of `radius` (default 8
 modes, radius 2, std 0.02). `grid25`: a `grid_size` x `grid_size` grid with
 `grid_spacing` between modes, centred on 0 (default 5 x 5 on {-4,-2,0,2,4}^2,
-std 0.05). Every mode has the same weight. These are the benchmarks of the
+std 0.05). Every mode has the same weight. With `config.num_classes` (= the
+number of modes) each point is labelled by its mode, for conditional GANs. These are the benchmarks of the
 mode-collapse literature (Metz et al. 2017, VEEGAN, PacGAN).
 
 Global batch `k` is drawn from a numpy generator seeded with
@@ -11,6 +12,9 @@ Global batch `k` is drawn from a numpy generator seeded with
 and the iterator's whole state is `k`.
 """
 import numpy as np
+
+from gan_jax.data import pipeline
+from gan_jax.errors import UserError
 
 DEFAULTS = {
     'ring8': dict(num_modes=8, radius=2.0, std=0.02),
@@ -39,17 +43,19 @@ def mixture(config):
   return modes.astype(np.float32), float(_get(config, 'std'))
 
 
-def sample(modes, std, num, np_rng):
+def sample(modes, std, num, np_rng, labels=False):
+  """`num` points; with `labels`, also the index of each point's mode."""
   idx = np_rng.integers(len(modes), size=num)
-  return (modes[idx] + std * np_rng.standard_normal((num, 2))).astype(np.float32)
+  points = (modes[idx] + std * np_rng.standard_normal((num, 2))).astype(np.float32)
+  return (points, idx.astype(np.int32)) if labels else points
 
 
 class MixtureIterator:
   """This host's slices of consecutive global batches of a Gaussian mixture."""
 
   def __init__(self, modes, std, seed, host_batch_size, process_index,
-               process_count):
-    self.modes, self.std, self.seed = modes, std, seed
+               process_count, labels=False):
+    self.modes, self.std, self.seed, self.labels = modes, std, seed, labels
     self.host_batch_size = host_batch_size
     self.process_index, self.process_count = process_index, process_count
     self.example_shape = (2,)
@@ -61,10 +67,12 @@ class MixtureIterator:
   def __next__(self):
     np_rng = np.random.default_rng([self.seed, self.batch_index])
     batch = sample(self.modes, self.std,
-                   self.host_batch_size * self.process_count, np_rng)
+                   self.host_batch_size * self.process_count, np_rng,
+                   self.labels)
     self.batch_index += 1
     start = self.process_index * self.host_batch_size
-    return batch[start:start + self.host_batch_size]
+    take = lambda a: a[start:start + self.host_batch_size]
+    return tuple(map(take, batch)) if self.labels else take(batch)
 
   def get_state(self):
     return {'batch_index': self.batch_index}
@@ -74,6 +82,12 @@ class MixtureIterator:
 
 
 def build(config, host_batch_size, process_index, process_count):
+  """The mixture's points; with num_classes, labelled by their mode."""
   modes, std = mixture(config)
+  n = pipeline.num_classes(config)
+  if n and n != len(modes):
+    raise UserError(f'{config.data.name} has {len(modes)} modes, the classes of '
+                    f'a conditional run, but num_classes is {n}; pass '
+                    f'--config.num_classes={len(modes)}')
   return MixtureIterator(modes, std, config.data.seed, host_batch_size,
-                         process_index, process_count)
+                         process_index, process_count, labels=n > 0)

@@ -6,7 +6,11 @@ two Flax modules:
     build(config, example_shape) -> (generator, discriminator)
 
     generator(z, train: bool) -> samples of `example_shape`, batched
-    discriminator(x, train: bool) -> logits, shape [batch]
+    discriminator(x, train: bool, labels=None) -> logits, shape [batch]
+
+With `config.num_classes > 0` (class-conditional, models/conditional.py) the
+generator is wrapped to take `labels` too, and the discriminator gets
+`num_classes` and `head` and ends in `conditional.output_layer`.
 
 Non-parameter collections (BatchNorm's `batch_stats`, spectral normalisation's
 power-iteration vectors) are kept in the train state and updated in the step;
@@ -16,6 +20,7 @@ in its own module and register it below.
 from typing import Callable
 
 from gan_jax.errors import UserError
+from gan_jax.models import conditional
 from gan_jax.models import dcgan
 from gan_jax.models import dcgan_mnist
 from gan_jax.models import mlp
@@ -33,4 +38,5 @@ def build(config, example_shape):
   if config.model not in MODELS:
     raise UserError(f'unknown model {config.model!r}; set config.model to one '
                     'of: ' + ', '.join(sorted(MODELS)))
-  return MODELS[config.model](config, example_shape)
+  generator, discriminator = MODELS[config.model](config, example_shape)
+  return conditional.wrap_generator(config, generator), discriminator

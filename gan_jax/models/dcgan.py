@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from gan_jax.errors import UserError
 from gan_jax.models import common
+from gan_jax.models import conditional
 
 SIZES = (32, 64)
 D_NORMS = ('batch', 'layer', 'spectral', 'none')
@@ -79,9 +80,11 @@ class Discriminator(nn.Module):
   channels: int = 64
   dtype: Any = jnp.float32
   norm: str = 'batch'
+  num_classes: int = 0  # > 0: conditional, with `head` (models/conditional.py).
+  head: str = ''
 
   @nn.compact
-  def __call__(self, x, train: bool = True):
+  def __call__(self, x, train: bool = True, labels=None):
     def layer(module, h):
       if self.norm == 'spectral':
         return nn.SpectralNorm(module, dtype=self.dtype)(h, update_stats=train)
@@ -103,8 +106,9 @@ class Discriminator(nn.Module):
                          param_dtype=jnp.float32)(x)
       x = nn.leaky_relu(x, LEAKY_SLOPE)
     x = x.reshape(x.shape[0], -1)
-    logits = layer(nn.Dense(1, dtype=self.dtype, kernel_init=KERNEL_INIT), x)
-    return logits[:, 0].astype(jnp.float32)
+    return conditional.output_layer(
+        x, labels, self.num_classes, self.head,
+        lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=KERNEL_INIT), layer)
 
 
 def d_norm(config):
@@ -121,4 +125,6 @@ def build(config, example_shape):
   size, channels = common.square_image(example_shape, SIZES, 'dcgan')
   dtype = common.compute_dtype(config)
   return (Generator(size, channels, config.g.get('channels', 64), dtype),
-          Discriminator(config.d.get('channels', 64), dtype, d_norm(config)))
+          Discriminator(config.d.get('channels', 64), dtype, d_norm(config),
+                        conditional.num_classes(config),
+                        conditional.d_head(config)))

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from gan_jax.errors import UserError
 from gan_jax.models import common
+from gan_jax.models import conditional
 
 UPSAMPLE = ('transpose', 'resize_conv')
 # Keras' defaults, which the tutorial uses throughout.
@@ -74,9 +75,11 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
   dtype: Any = jnp.float32
+  num_classes: int = 0  # > 0: conditional, with `head` (models/conditional.py).
+  head: str = ''
 
   @nn.compact
-  def __call__(self, x, train: bool = True):
+  def __call__(self, x, train: bool = True, labels=None):
     x = x.astype(self.dtype)
     for features in (64, 128):
       x = nn.Conv(features, (5, 5), (2, 2), padding='SAME', dtype=self.dtype,
@@ -84,8 +87,9 @@ class Discriminator(nn.Module):
       x = nn.leaky_relu(x, LEAKY_SLOPE)
       x = nn.Dropout(DROPOUT, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)
-    logits = nn.Dense(1, dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
-    return logits[:, 0].astype(jnp.float32)
+    return conditional.output_layer(
+        x, labels, self.num_classes, self.head,
+        lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=KERNEL_INIT))
 
 
 def build(config, example_shape):
@@ -95,4 +99,6 @@ def build(config, example_shape):
     raise UserError(f'unknown config.g.upsample {upsample!r}; use one of: '
                     + ', '.join(UPSAMPLE))
   dtype = common.compute_dtype(config)
-  return (Generator(channels, upsample, dtype), Discriminator(dtype))
+  return (Generator(channels, upsample, dtype),
+          Discriminator(dtype, conditional.num_classes(config),
+                        conditional.d_head(config)))

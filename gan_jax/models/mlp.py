@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from gan_jax.errors import UserError
 from gan_jax.models import common
+from gan_jax.models import conditional
 
 NORMS = ('none', 'batch', 'layer', 'spectral')
 DEFAULT_NORM = 'none'
@@ -55,7 +56,7 @@ class MLP(nn.Module):
   """
   width: int
   depth: int
-  out: int
+  out: int  # 0: no last layer (the features of the last hidden layer).
   act: str = 'relu'
   dtype: Any = jnp.float32
   norm: str = 'none'
@@ -78,7 +79,7 @@ class MLP(nn.Module):
       elif self.norm == 'layer':
         x = nn.LayerNorm(dtype=self.dtype, param_dtype=jnp.float32)(x)
       x = act(x)
-    return dense(self.out, x)
+    return dense(self.out, x) if self.out else x
 
 
 class Generator(nn.Module):
@@ -102,12 +103,25 @@ class Discriminator(nn.Module):
   act: str = 'relu'
   dtype: Any = jnp.float32
   norm: str = 'none'
+  num_classes: int = 0  # > 0: conditional, with `head` (models/conditional.py).
+  head: str = ''
 
   @nn.compact
-  def __call__(self, x, train: bool = True):
-    logits = MLP(self.width, self.depth, 1, self.act, self.dtype,
-                 self.norm)(x, train)
-    return logits[:, 0].astype(jnp.float32)
+  def __call__(self, x, train: bool = True, labels=None):
+    if not self.num_classes:
+      logits = MLP(self.width, self.depth, 1, self.act, self.dtype,
+                   self.norm)(x, train)
+      return logits[:, 0].astype(jnp.float32)
+    h = MLP(self.width, self.depth, 0, self.act, self.dtype, self.norm)(x, train)
+
+    def layer(module, h):
+      if self.norm == 'spectral':
+        return nn.SpectralNorm(module, dtype=self.dtype)(h, update_stats=train)
+      return module(h)
+
+    return conditional.output_layer(
+        h, labels, self.num_classes, self.head,
+        lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32), layer)
 
 
 def build(config, example_shape):
@@ -116,4 +130,5 @@ def build(config, example_shape):
   return (Generator(g.width, g.depth, tuple(example_shape), g.activation,
                     dtype, norm_name(g, 'g')),
           Discriminator(d.width, d.depth, d.activation, dtype,
-                        norm_name(d, 'd')))
+                        norm_name(d, 'd'), conditional.num_classes(config),
+                        conditional.d_head(config)))

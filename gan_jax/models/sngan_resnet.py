@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gan_jax.models import common
+from gan_jax.models import conditional
 
 SIZES = (32,)
 INIT = nn.initializers.glorot_uniform()
@@ -126,9 +127,11 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
   channels: int = 128
   dtype: Any = jnp.float32
+  num_classes: int = 0  # > 0: conditional, with `head` (models/conditional.py).
+  head: str = ''
 
   @nn.compact
-  def __call__(self, x, train: bool = True):
+  def __call__(self, x, train: bool = True, labels=None):
     ch = self.channels
     x = x.astype(self.dtype)
     x = DBlock(ch, downsample=True, optimized=True, dtype=self.dtype)(x, train)
@@ -136,13 +139,16 @@ class Discriminator(nn.Module):
     x = DBlock(ch, downsample=False, dtype=self.dtype)(x, train)
     x = DBlock(ch, downsample=False, dtype=self.dtype)(x, train)
     x = jnp.sum(nn.relu(x), axis=(1, 2))
-    dense = nn.Dense(1, dtype=self.dtype, kernel_init=INIT)
-    logits = nn.SpectralNorm(dense)(x, update_stats=train)
-    return logits[:, 0].astype(jnp.float32)
+    return conditional.output_layer(
+        x, labels, self.num_classes, self.head,
+        lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=INIT),
+        lambda m, h: nn.SpectralNorm(m)(h, update_stats=train))
 
 
 def build(config, example_shape):
   _, channels = common.square_image(example_shape, SIZES, 'sngan_resnet')
   dtype = common.compute_dtype(config)
   return (Generator(channels, config.g.get('channels', 256), dtype),
-          Discriminator(config.d.get('channels', 128), dtype))
+          Discriminator(config.d.get('channels', 128), dtype,
+                        conditional.num_classes(config),
+                        conditional.d_head(config)))

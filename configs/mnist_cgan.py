@@ -1,0 +1,25 @@
+"""Class-conditional DCGAN-MNIST: the seeds' DCGAN with labels (one grid row per class).
+
+    python launch.py --config configs/mnist_cgan.py --config.data.data_dir=DIR
+    python launch.py --config configs/mnist_cgan.py:data=images,head=acgan \
+        --config.data.path=digits.npz
+
+configs/mnist_dcgan.py's networks and recipe, with num_classes=10: G takes
+the one-hot label with z, D ends in a projection head (Miyato & Koyama 2018)
+or an ACGAN classifier head (Odena et al. 2017). An .npz needs a `labels`
+array (tools/make_digits_npz.py writes one); a folder, one subfolder per class.
+Arguments: data (mnist, fashion_mnist or images), loss (a gan_jax.losses
+name), head (projection or acgan).
+"""
+from configs import default
+from configs import mnist_dcgan
+
+
+def get_config(arg=None):
+  args = default.parse_arg(arg, data='mnist', loss='non_saturating',
+                           head='projection')
+  config = mnist_dcgan.get_config(f'data={args["data"]},loss={args["loss"]}')
+  config.num_classes = 10
+  config.conditional.d = args['head']
+  config.eval.grid_rows = 10  # Ten samples per class, one row per class.
+  return config
