@@ -324,16 +324,20 @@ def make_train_step(config):
       fake_logits, fake_class = split_d_output(fake_out)
       real_logits, _ = split_d_output(real_out)
       _, g_loss = loss.fn(lax.stop_gradient(real_logits), fake_logits)
+      parts = {'g_loss': g_loss}
       if fake_class is not None:  # ACGAN: G wants its fakes classified right.
-        g_loss = g_loss + acgan_weight * class_loss(fake_class, labels)
-      return g_loss, (new_g_state, fake)
+        parts['g_class_loss'] = class_loss(fake_class, labels)
+        g_loss = g_loss + acgan_weight * parts['g_class_loss']
+      return g_loss, (new_g_state, fake, parts)
 
-    (g_loss, (new_g_state, fake)), grads = jax.value_and_grad(
+    (_, (new_g_state, fake, g_parts)), grads = jax.value_and_grad(
         g_loss_fn, has_aux=True)(state.g.params)
     grads = lax.pmean(grads, AXIS)
     new_g_state = lax.pmean(new_g_state, AXIS)
     g = state.g.apply_gradients(grads=grads, model_state=new_g_state)
-    metrics = dict(d_metrics, g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
+    # The losses logged are the adversarial ones; a penalty and ACGAN's class
+    # losses are logged apart (penalty, d_class_loss, g_class_loss).
+    metrics = dict(d_metrics, **g_parts, g_grad_norm=optax.tree.norm(grads))
     metrics = lax.pmean(metrics, AXIS)
     # Over the global batch (gathered), so the value does not depend on the
     # device count.

@@ -1,0 +1,243 @@
+"""Class-conditional GANs: labels in the data, the G and D heads, the grids."""
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan_jax import checks
+from gan_jax import data
+from gan_jax import models
+from gan_jax import state as state_lib
+from gan_jax import step as step_lib
+from gan_jax import train
+from gan_jax.data import toy
+from gan_jax.errors import UserError
+from gan_jax.models import conditional
+from tests.conftest import run_launch
+from tests.conftest import tiny_config
+from tests import test_multidevice
+
+
+def _image_config(path, num_classes=3, head='projection', model='dcgan'):
+  config = tiny_config()
+  config.model = model
+  config.data = ml_collections.ConfigDict(dict(
+      name='images', path=str(path), seed=0, num_workers=0, image_size=None,
+      channels=None))
+  config.num_classes = num_classes
+  config.conditional.d = head
+  config.g.channels = config.d.channels = 4
+  config.z_dim = 8
+  return config
+
+
+def _labelled_npz(path, n=24, size=32, classes=3, labels=True):
+  rng = np.random.default_rng(0)
+  arrays = dict(images=rng.integers(0, 256, (n, size, size, 3), np.uint8))
+  if labels:
+    arrays['labels'] = np.arange(n) % classes
+  np.savez(path, **arrays)
+  return path
+
+
+def test_toy_labels_are_the_mode_of_each_point():
+  config = tiny_config(num_classes=8)
+  it = data.build(config, 64)
+  points, labels = next(it)
+  modes, _ = toy.mixture(config)
+  nearest = np.argmin(((points[:, None] - modes[None]) ** 2).sum(-1), axis=1)
+  np.testing.assert_array_equal(nearest, labels)
+  assert labels.dtype == np.int32 and len(set(labels.tolist())) > 4
+  with pytest.raises(UserError, match='num_classes=8'):
+    data.build(tiny_config(num_classes=5), 16)
+
+
+def test_npz_labels_follow_their_images_through_the_shuffle(tmp_path):
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 4, 40)
+  # Each image is filled with its own label's value: pairs stay together.
+  images = np.broadcast_to(labels[:, None, None, None] * 50,
+                           (40, 8, 8, 1)).astype(np.uint8)
+  np.savez(tmp_path / 'l.npz', images=images, labels=labels)
+  config = _image_config(tmp_path / 'l.npz', num_classes=4)
+  it = data.build(config, 10, process_index=1, process_count=2)
+  for _ in range(5):  # Past an epoch boundary (40 / 20 per global batch).
+    x, y = next(it)
+    np.testing.assert_allclose(x[:, 0, 0, 0], y * 50 * 2 / 255 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize('labels,change,match', [
+    (False, {}, "no array named 'labels'"),
+    (True, {'num_classes': 2}, 'num_classes=3'),
+])
+def test_npz_label_errors(tmp_path, labels, change, match):
+  path = _labelled_npz(tmp_path / 'x.npz', labels=labels)
+  config = _image_config(path)
+  for key, value in change.items():
+    config[key] = value
+  with pytest.raises(UserError, match=match):
+    data.build(config, 8)
+
+
+def test_folder_classes_are_sorted_subfolders(tmp_path):
+  root = tmp_path / 'imgs'
+  for name, value in (('cat', 10), ('ant', 200), ('bee', 90)):
+    (root / name).mkdir(parents=True)
+    for i in range(4):
+      Image.fromarray(np.full((8, 8), value, np.uint8)).save(
+          root / name / f'{i}.png')
+  config = _image_config(root)
+  config.data.image_size = 8
+  x, y = next(data.build(config, 12))
+  value_of_class = {0: 200, 1: 90, 2: 10}  # ant, bee, cat.
+  expected = np.array([value_of_class[int(c)] for c in y]) * 2 / 255 - 1
+  np.testing.assert_allclose(x[:, 0, 0, 0], expected, atol=1e-6)
+  (root / 'loose.png').write_bytes((root / 'ant' / '0.png').read_bytes())
+  with pytest.raises(UserError, match='not in a class subfolder'):
+    data.build(config, 12)
+
+
+@pytest.mark.parametrize('model', ['mlp', 'dcgan', 'dcgan_mnist',
+                                   'sngan_resnet'])
+@pytest.mark.parametrize('head', ['projection', 'acgan'])
+def test_every_model_takes_labels(model, head):
+  shape = {'mlp': (2,), 'dcgan_mnist': (28, 28, 1)}.get(model, (32, 32, 3))
+  config = tiny_config(num_classes=3, model=model, z_dim=8)
+  config.conditional.d = head
+  config.g.channels = config.d.channels = 4
+  g, d = models.build(config, shape)
+  state = state_lib.create(config, g, d, shape)
+  labels = jnp.array([0, 1, 2, 1])
+  z = jnp.zeros((4, 8))
+  x = g.apply({'params': state.g.params, **state.g.model_state}, z,
+              train=False, labels=labels)
+  assert x.shape == (4, *shape)
+  # The same z (all zeros) with different labels: different samples.
+  assert not np.allclose(x[0], x[1])
+  out = d.apply({'params': state.d.params, **state.d.model_state}, x,
+                train=False, labels=labels)
+  logits, class_logits = step_lib.split_d_output(out)
+  assert logits.shape == (4,) and logits.dtype == jnp.float32
+  if head == 'acgan':
+    assert class_logits.shape == (4, 3)
+  else:
+    assert class_logits is None
+    assert 'class_embedding' in str(jax.tree_util.tree_structure(
+        state.d.params))
+
+
+def test_unconditional_parameters_are_unchanged():
+  """num_classes=0 builds the same tree as before conditioning existed."""
+  config = tiny_config(model='dcgan_mnist', z_dim=100)
+  g, d = models.build(config, (28, 28, 1))
+  state = state_lib.create(config, g, d, (28, 28, 1))
+  count = lambda t: sum(x.size for x in jax.tree.leaves(t))
+  assert count(state.d.params) == 212_865  # The TF tutorial's discriminator.
+  assert count(state.g.params) == 2_305_472
+  names = set(flax.traverse_util.flatten_dict(state.d.params, sep='/'))
+  assert names == {'Conv_0/kernel', 'Conv_0/bias', 'Conv_1/kernel',
+                   'Conv_1/bias', 'Dense_0/kernel', 'Dense_0/bias'}
+
+
+def test_projection_head_is_dense_plus_embedding_inner_product():
+  class Head(flax.linen.Module):
+    @flax.linen.compact
+    def __call__(self, h, labels):
+      return conditional.output_layer(h, labels, 3, 'projection',
+                                      flax.linen.Dense)
+
+  h = jax.random.normal(jax.random.PRNGKey(0), (5, 7))
+  labels = jnp.array([0, 2, 1, 2, 0])
+  variables = Head().init(jax.random.PRNGKey(1), h, labels)
+  p = variables['params']
+  expected = (h @ p['Dense_0']['kernel'][:, 0] + p['Dense_0']['bias'][0]
+              + jnp.sum(p['class_embedding']['embedding'][labels] * h, -1))
+  np.testing.assert_allclose(Head().apply(variables, h, labels), expected,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_acgan_weight_trains_the_class_head():
+  """The class losses are logged apart and move D's class head by their weight."""
+  metrics, heads = {}, {}
+  for weight in (0.0, 1.0):
+    config = tiny_config(num_classes=8, num_steps=1)
+    config.conditional.d = 'acgan'
+    config.conditional.acgan_weight = weight
+    g, d = models.build(config, (2,))
+    state = state_lib.create(config, g, d, (2,))
+    head0 = np.asarray(state.d.params['Dense_1']['kernel'])  # [width, 8].
+    batch = jax.tree.map(lambda b: jnp.asarray(b)[None, None, None],
+                         next(data.build(config, 16)))
+    step = jax.pmap(step_lib.make_multi_step(config), axis_name=step_lib.AXIS)
+    state, m = step(train._replicate(state, jax.local_devices()[:1]), batch)
+    metrics[weight] = jax.tree.map(lambda x: float(x[0]), m)
+    heads[weight] = np.abs(np.asarray(state.d.params['Dense_1']['kernel'][0])
+                           - head0).max()
+  # Untrained: cross-entropy ~log(8) on real and on fake (D), on fake (G).
+  assert abs(metrics[1.0]['d_class_loss'] - 2 * np.log(8)) < 1.0
+  assert abs(metrics[1.0]['g_class_loss'] - np.log(8)) < 0.5
+  # d_loss is the adversarial loss of the same first update either way.
+  assert metrics[0.0]['d_loss'] == pytest.approx(metrics[1.0]['d_loss'], 1e-6)
+  assert heads[0.0] == 0 and heads[1.0] > 1e-5
+
+
+def test_pack_with_labels_is_refused():
+  config = tiny_config(num_classes=8)
+  config.d.pack = 2
+  with pytest.raises(UserError, match='cannot be combined'):
+    checks.validate(config)
+
+
+@pytest.mark.parametrize('head', ['projection', 'acgan'])
+def test_conditional_toy_gan_puts_each_label_on_its_mode(head, tmp_path):
+  """Trained on ring8 labelled by mode, G(z, c) lands on mode c."""
+  config = tiny_config(num_classes=8, num_steps=1200, batch_size=128,
+                       steps_per_call=100, log_every=600, eval_every=1200,
+                       **{'checkpoint__every': 1200})
+  config.g.width = config.d.width = 64
+  config.conditional.d = head
+  state = train.train_and_evaluate(config, str(tmp_path))
+  generate = step_lib.make_generate(config)
+  labels = jnp.repeat(jnp.arange(8, dtype=jnp.int32), 100)
+  samples = np.asarray(generate(state_lib.sampling_generator(state),
+                                jax.random.PRNGKey(5), 800, labels))
+  modes, _ = toy.mixture(config)
+  nearest = np.argmin(((samples[:, None] - modes[None]) ** 2).sum(-1), axis=1)
+  accuracy = np.mean(nearest == np.asarray(labels))
+  assert accuracy > 0.9, accuracy
+
+
+def test_conditional_image_run_writes_one_grid_row_per_class(tmp_path):
+  npz = tmp_path / 'd.npz'
+  rng = np.random.default_rng(0)
+  np.savez(npz, images=rng.integers(0, 256, (40, 28, 28), np.uint8),
+           labels=np.arange(40) % 10)
+  workdir = tmp_path / 'run'
+  r = run_launch(['--config=configs/mnist_cgan.py:data=images,head=acgan',
+                  f'--config.data.path={npz}', '--config.g.upsample=resize_conv',
+                  '--config.batch_size=8', '--config.num_steps=2',
+                  '--config.log_every=1', '--config.eval_every=2',
+                  '--config.checkpoint.every=2', '--config.eval.grid_rows=3',
+                  f'--workdir={workdir}'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  grid = np.asarray(Image.open(workdir / 'samples' / 'step_0000002.png'))
+  assert grid.shape == (10 * 30 + 2, 3 * 30 + 2, 3)  # 10 classes x 3 samples.
+  assert 'd_class_loss' in (workdir / 'metrics.jsonl').read_text()
+
+
+def test_conditional_two_devices_equal_one(tmp_path):
+  """Labels are split over the devices with their examples."""
+  results = []
+  for n in (1, 2):
+    workdir = tmp_path / f'run{n}'
+    r = run_launch(['--config=configs/default.py', f'--workdir={workdir}',
+                    *test_multidevice.ARGS, '--config.num_classes=8',
+                    '--config.conditional.d=acgan'], devices=n)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results.append(test_multidevice.restore_final(workdir)[0])
+  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5,
+                               atol=2e-6)
