@@ -48,6 +48,12 @@ VARIANTS = {
                                             'penalty.weight': 1.0}),
     'pack m=2': ('data=grid25', {'d.pack': 2}),
     'pack m=4': ('data=grid25', {'d.pack': 4}),
+    # Class-conditional on the mode index (25 classes): label_acc is the
+    # fraction of samples at the mode they were asked for.
+    'conditional projection': ('data=grid25', {'num_classes': 25,
+                                               'conditional.d': 'projection'}),
+    'conditional acgan': ('data=grid25', {'num_classes': 25,
+                                          'conditional.d': 'acgan'}),
 }
 
 
@@ -78,7 +84,8 @@ def run_one(variant, seed, num_steps, workdir):
   last = evals[-1]
   return {'variant': variant, 'seed': seed, 'num_steps': num_steps,
           'modes': int(last['modes']), 'hq': float(last['hq']),
-          'kl': float(last['kl']), 'seconds': seconds}
+          'kl': float(last['kl']),
+          'label_acc': float(last.get('label_acc', 'nan')), 'seconds': seconds}
 
 
 def mean_std(values):
@@ -98,23 +105,26 @@ def summarise(runs):
     modes = mean_std([r['modes'] for r in mine])
     hq = mean_std([100 * r['hq'] for r in mine])
     kl = mean_std([r['kl'] for r in mine])
+    acc = mean_std([100 * r.get('label_acc', float('nan')) for r in mine])
     rows.append({'variant': variant, 'seeds': len(mine),
                  'modes': modes[:2], 'hq_percent': hq[:2], 'kl': kl[:2],
-                 'kl_n': kl[2],
+                 'kl_n': kl[2], 'label_acc_percent': acc[:2],
                  'seconds_per_run': float(np.mean([r['seconds'] for r in mine]))})
   return rows
 
 
 def markdown(rows):
-  lines = ['| variant | modes (of 25) | HQ % | KL | seeds | s/run |',
-           '|---|---|---|---|---|---|']
+  lines = ['| variant | modes (of 25) | HQ % | KL | label acc. % | seeds | s/run |',
+           '|---|---|---|---|---|---|---|']
   for r in rows:
     kl = f"{r['kl'][0]:.3f} ± {r['kl'][1]:.3f}"
     if r['kl_n'] < r['seeds']:
       kl += f" (n={r['kl_n']})"
+    acc = r.get('label_acc_percent', (float('nan'),) * 2)
+    acc = '' if math.isnan(acc[0]) else f'{acc[0]:.1f} ± {acc[1]:.1f}'
     lines.append(
         f"| {r['variant']} | {r['modes'][0]:.1f} ± {r['modes'][1]:.1f} | "
-        f"{r['hq_percent'][0]:.1f} ± {r['hq_percent'][1]:.1f} | {kl} | "
+        f"{r['hq_percent'][0]:.1f} ± {r['hq_percent'][1]:.1f} | {kl} | {acc} | "
         f"{r['seeds']} | {r['seconds_per_run']:.0f} |")
   return '\n'.join(lines)
 

@@ -15,6 +15,7 @@ from gan_jax import step as step_lib
 from gan_jax import train
 from gan_jax.data import toy
 from gan_jax.errors import UserError
+from gan_jax.metrics import toy as toy_metrics
 from gan_jax.models import conditional
 from tests.conftest import run_launch
 from tests.conftest import tiny_config
@@ -241,3 +242,11 @@ def test_conditional_two_devices_equal_one(tmp_path):
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5,
                                atol=2e-6)
+
+
+def test_label_accuracy_counts_high_quality_samples_at_their_label():
+  modes = np.array([[0., 0.], [10., 0.]])
+  samples = np.array([[0., 0.], [10., 0.], [10., 0.], [5., 0.]])
+  m = toy_metrics.mode_metrics(samples, modes, 0.1, labels=[0, 1, 0, 1])
+  assert m['label_acc'] == 0.5  # Right, right, wrong mode, not high quality.
+  assert 'label_acc' not in toy_metrics.mode_metrics(samples, modes, 0.1)

@@ -10,8 +10,10 @@ equally, log K when one mode has them all).
 import numpy as np
 
 
-def mode_metrics(samples, modes, std, num_std=3.0):
-  """Returns {'modes': int, 'hq': fraction in [0, 1], 'kl': float}."""
+def mode_metrics(samples, modes, std, num_std=3.0, labels=None):
+  """Returns {'modes': int, 'hq': fraction in [0, 1], 'kl': float}; with the
+  `labels` a conditional G was asked for (mode indices), also 'label_acc':
+  the fraction of samples that are high quality and at their label's mode."""
   samples = np.asarray(samples, np.float64).reshape(len(samples), -1)
   modes = np.asarray(modes, np.float64)
   dist = np.linalg.norm(samples[:, None, :] - modes[None, :, :], axis=-1)
@@ -25,4 +27,7 @@ def mode_metrics(samples, modes, std, num_std=3.0):
     p = counts / num_hq
     nz = p > 0
     kl = float(np.sum(p[nz] * np.log(p[nz] * len(modes))))
-  return {'modes': int((counts > 0).sum()), 'hq': float(hq.mean()), 'kl': kl}
+  out = {'modes': int((counts > 0).sum()), 'hq': float(hq.mean()), 'kl': kl}
+  if labels is not None:
+    out['label_acc'] = float(np.mean(hq & (nearest == np.asarray(labels))))
+  return out
