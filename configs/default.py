@@ -70,9 +70,10 @@ def get_config(arg=None):
   config.d = ml_collections.ConfigDict(dict(
       width=256, depth=3, activation='relu',
       optimizer=optimizer(1e-3, 0.5, 0.999, schedule='linear')))
-  # Normalisation of each network: 'none', 'batch', 'layer' or 'spectral'
-  # (mlp: G and D; dcgan: D only); 'default' keeps the model's own (mlp:
-  # none, dcgan D: batch). A gradient penalty refuses BatchNorm in D.
+  # Normalisation of each network, e.g. 'none', 'batch', 'layer', 'spectral'
+  # (each model's docstring lists its choices); 'default' keeps the model's
+  # own (mlp: none; dcgan: batch; dcgan_mnist: G batch, D none; sngan_resnet:
+  # G batch, D spectral). A gradient penalty refuses BatchNorm in D.
   config.g.norm = 'default'
   config.d.norm = 'default'
   # PacGAN (Lin et al. 2018): D judges packs of this many samples (1: off);

@@ -56,6 +56,11 @@ def image_config(*, data, model, loss, z_dim, batch_size, num_steps, lr, b1,
   # weights (README, Evaluation). '' : sample grids only.
   config.eval.metrics = ''
   config.eval.inception_weights = ''
+  # Metrics with the tag 'clf' (fid_clf_10k_train, kid_clf, is_clf_10k, ...)
+  # are computed on the features of a classifier instead of Inception, for
+  # labelled data and no download: the --workdir of tools/train_classifier.py
+  # (README, Evaluation). Numbers compare only with the same checkpoint.
+  config.eval.classifier_checkpoint = ''
   config.eval.num_samples = 10_000  # For the generic names 'fid', 'kid', ...
   config.eval.reference_split = 'train'  # For the generic names.
   config.eval.num_reference = 50_000  # Real images in the reference stats.

@@ -7,7 +7,8 @@ from gan_jax import penalties
 from gan_jax.errors import UserError
 
 # The models that read config.{g,d}.norm, and for which networks.
-NORM_MODELS = {'mlp': ('g', 'd'), 'dcgan': ('d',)}
+NORM_MODELS = {'mlp': ('g', 'd'), 'dcgan': ('g', 'd'),
+               'dcgan_mnist': ('g', 'd'), 'sngan_resnet': ('g', 'd')}
 
 
 def _positive(value, name):

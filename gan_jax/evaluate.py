@@ -20,8 +20,9 @@ def check(config):
   names = image_metrics.metric_names(config.eval)
   for name in names:
     image_metrics.get(name)
-  if names:
-    image_metrics.get_extractor(config.eval)  # UserError without weights.
+  for space in image_metrics.spaces(names):
+    # UserError without the Inception weights or the classifier checkpoint.
+    image_metrics.get_extractor(config.eval, space)
 
 
 def _real_batches(config, split):
@@ -64,11 +65,12 @@ def evaluate(config, generate, g_state, step, workdir, writer):
   if config.data.name in toy.DEFAULTS:
     fake = np.asarray(generate(g_state, key, config.eval.num_samples))
     modes, std = toy.mixture(config)
-    m = toy_metrics.mode_metrics(fake, modes, std)
+    labels = step_lib.eval_labels(config, len(fake))  # Conditional: by mode.
+    m = toy_metrics.mode_metrics(fake, modes, std, labels=labels)
     real = toy.sample(modes, std, config.eval.num_samples,
                       np.random.default_rng(config.eval.seed))
     _save_picture(plots.scatter(real, fake), step, workdir, writer)
-    return {'modes': m['modes'], 'hq': m['hq'], 'kl': m['kl']}
+    return m
   rows = cols = config.eval.grid_rows
   labels = None
   classes = step_lib.num_classes(config)

@@ -217,7 +217,7 @@ def test_evaluation_computes_kid_and_is_of_the_generator(nets, tmp_path):
   evaluate.check(config)
   keys = []
 
-  def generate(g_state, key, num):
+  def generate(g_state, key, num, labels=None):
     del g_state
     keys.append(np.asarray(jax.random.key_data(key)).tobytes())
     return jax.random.uniform(key, (num, 32, 32, 3), minval=-1, maxval=1)

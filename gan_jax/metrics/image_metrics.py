@@ -1,4 +1,4 @@
-"""Sample-quality metrics of image GANs on FID-Inception features.
+"""Sample-quality metrics of image GANs on FID-Inception or classifier features.
 
 Metrics, each computed as its reference implementation does it, since numbers
 are only comparable across papers when the protocol is the same:
@@ -28,11 +28,23 @@ are only comparable across papers when the protocol is the same:
   dc   Density and coverage (Naeem et al. 2020), k = 5, with the strict '<'
        of the authors' code, on the same features and sizes.
 
-A metric name states its protocol: `fid_10k_train` is FID of 10,000
-generated images against the reference statistics of the train split
-(`reference.py`); `is_50k` needs no real images. The generic names `fid`,
-`kid`, `is`, `pr` and `dc` take the number of images from
-`config.eval.num_samples` and the split from `config.eval.reference_split`.
+A metric name states its protocol and its feature space:
+
+  <kind>[_<space>]_<n>_<split>  (kind fid, kid, pr or dc)
+  is[_<space>]_<n>
+  <kind>[_<space>]              (generic: `config.eval.num_samples` images,
+                                 split `config.eval.reference_split`)
+
+`fid_10k_train` is FID of 10,000 generated images against the reference
+statistics of the train split (`reference.py`) on FID-Inception features (no
+space tag); `is_50k` needs no real images. The space tag `clf` puts the same
+metric on the features of the classifier in `config.eval.classifier_checkpoint`
+(classifier.py, trained by tools/train_classifier.py; no download):
+`fid_clf_10k_train`, `kid_clf`, `is_clf_10k`. So a number in one space never
+carries a name of the other, and both can be tracked in one run (the same
+generated images go through each extractor). The formulas are the same in
+both spaces; the classifier's IS uses its own logits, bias included. Numbers
+in `clf` space compare only between runs evaluated with the same checkpoint.
 Two-valued metrics report 'name/precision', 'name/recall' and
 'name/density', 'name/coverage'.
 
@@ -41,9 +53,6 @@ Costs beyond the Inception passes, all on the host CPU in numpy: FID's
 6e11 multiply-adds; precision/recall and density/coverage at 10k are 2-3
 10k x 10k x 2048 distance products each. No collectives are involved, so
 `evaluate_images` can run on process 0 alone of a multi-host run.
-
-Not done: a fallback on the features of a dataset-specific classifier (for
-data far from ImageNet) is not implemented.
 """
 import dataclasses
 import functools
@@ -54,6 +63,7 @@ import numpy as np
 from scipy import linalg
 
 from gan_jax.errors import UserError
+from gan_jax.metrics import classifier
 from gan_jax.metrics import inception
 from gan_jax.metrics import reference
 
@@ -61,6 +71,7 @@ from gan_jax.metrics import reference
 # not set them (configs only need `inception_weights` and `metrics`).
 DEFAULTS = {
     'inception_weights': '',
+    'classifier_checkpoint': '',  # For the `clf` metrics (classifier.py).
     'metrics': (),
     'num_samples': 10_000,  # For the generic names ('fid', 'kid', ...).
     'reference_split': 'train',  # For the generic names.
@@ -279,38 +290,52 @@ class Metric:
 
   `num_samples`/`split` None: taken from config.eval.num_samples /
   reference_split. `needs_real` False: no reference statistics (IS).
+  `space`: the feature extractor (a key of EXTRACTORS).
   """
   fn: object
   num_samples: int = None
   split: str = None
   needs_real: bool = True
+  space: str = 'inception'
 
 
 METRICS = {}
 
 
-def register(name, fn, num_samples=None, split=None, needs_real=True):
-  METRICS[name] = Metric(fn, num_samples, split, needs_real)
+def register(name, fn, num_samples=None, split=None, needs_real=True,
+             space='inception'):
+  METRICS[name] = Metric(fn, num_samples, split, needs_real, space)
 
 
+# Feature spaces and the tag their metric names carry after the kind.
+SPACE_TAGS = {'inception': '', 'classifier': 'clf'}
 _KINDS = {'fid': _fid, 'kid': _kid, 'pr': _pr, 'dc': _dc}
-for _kind, _fn in _KINDS.items():
-  register(_kind, _fn)
-register('is', _is, needs_real=False)
-for _n, _label in ((1_000, '1k'), (5_000, '5k'), (10_000, '10k'),
-                   (50_000, '50k')):
+for _space, _tag in SPACE_TAGS.items():
+  _t = f'_{_tag}' if _tag else ''
   for _kind, _fn in _KINDS.items():
-    for _split in ('train', 'test'):
-      register(f'{_kind}_{_label}_{_split}', _fn, _n, _split)
-  register(f'is_{_label}', _is, _n, needs_real=False)
+    register(f'{_kind}{_t}', _fn, space=_space)
+  register(f'is{_t}', _is, needs_real=False, space=_space)
+  for _n, _label in ((1_000, '1k'), (5_000, '5k'), (10_000, '10k'),
+                     (50_000, '50k')):
+    for _kind, _fn in _KINDS.items():
+      for _split in ('train', 'test'):
+        register(f'{_kind}{_t}_{_label}_{_split}', _fn, _n, _split,
+                 space=_space)
+    register(f'is{_t}_{_label}', _is, _n, needs_real=False, space=_space)
 
 
 def get(name):
   if name not in METRICS:
     raise UserError(f'unknown image metric {name!r}; known: fid, kid, is, pr, '
                     'dc, or <fid|kid|pr|dc>_<1k|5k|10k|50k>_<train|test>, '
-                    'is_<1k|5k|10k|50k>')
+                    'is_<1k|5k|10k|50k>, each also with _clf after the kind '
+                    '(classifier features, e.g. fid_clf_10k_train)')
   return METRICS[name]
+
+
+def spaces(names):
+  """The feature spaces (EXTRACTORS keys) that the metrics `names` need."""
+  return sorted({get(name).space for name in names})
 
 
 # --- Evaluation ---------------------------------------------------------------
@@ -325,27 +350,48 @@ def _extractor(weights_path, batch_size, mtime):
   return inception.FeatureExtractor(weights_path, batch_size)
 
 
-def get_extractor(eval_config):
-  """The (cached) FeatureExtractor of `config.eval`; UserError if no weights."""
+def _inception_extractor(eval_config):
   path = inception.resolve_weights_path(field(eval_config,
                                                'inception_weights'))
   return _extractor(path, field(eval_config, 'inception_batch_size'),
                     os.stat(path).st_mtime_ns)
 
 
-def generated_features(extract, sample_fn, num, batch_size):
-  """Features of `num` images drawn from `sample_fn` `batch_size` at a time."""
-  outs, count, shape = [], 0, None
+def _classifier_extractor(eval_config):
+  return classifier.get_extractor(field(eval_config, 'classifier_checkpoint'))
+
+
+# Feature space -> `eval_config -> extractor`: a callable `images ->
+# {'pool', 'logits', 'logits_unbiased'}` with a `weights_hash`.
+EXTRACTORS = {'inception': _inception_extractor,
+              'classifier': _classifier_extractor}
+
+
+def get_extractor(eval_config, space='inception'):
+  """The (cached) extractor of `space` for `config.eval`; UserError without
+  its weights (Inception) or checkpoint (classifier)."""
+  return EXTRACTORS[space](eval_config)
+
+
+def generated_features(extracts, sample_fn, num, batch_size):
+  """Features of `num` images drawn from `sample_fn` `batch_size` at a time.
+
+  `extracts`: {space: extractor}; every extractor sees the same images.
+  Returns ({space: {'pool', 'logits_unbiased'}}, (H, W)).
+  """
+  outs, count, shape = {s: [] for s in extracts}, 0, None
   while count < num:
     images = np.asarray(sample_fn(min(batch_size, num - count)), np.float32)
     if images.ndim != 4 or not len(images):
       raise ValueError(f'sample_fn returned {images.shape}, expected '
                        '[n > 0, H, W, C] images')
     shape = images.shape[1:3]
-    out = extract(images)
-    outs.append({k: out[k] for k in ('pool', 'logits_unbiased')})
+    for space, extract in extracts.items():
+      out = extract(images)
+      outs[space].append({k: out[k] for k in ('pool', 'logits_unbiased')})
     count += len(images)
-  feats = {k: np.concatenate([o[k] for o in outs])[:num] for k in outs[0]}
+  feats = {s: {k: np.concatenate([o[k] for o in o_s])[:num] for k in o_s[0]}
+           for s, o_s in outs.items()}
   return feats, tuple(shape)
 
 
@@ -371,7 +417,8 @@ def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
       cached (up to `num_reference` images; an endless iterator is fine).
     dataset: the name the cache is keyed by (include the path for image
       folders).
-    extractor: a FeatureExtractor to use instead of the config's (tests).
+    extractor: an extractor to use instead of the config's, for every space,
+      or {space: extractor} (tests).
 
   Returns:
     {metric name: value}, plus 'name/std' (KID, IS), 'name/precision',
@@ -379,13 +426,17 @@ def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
 
   Raises:
     UserError: no weights file (one line: where to get it and how to convert
-      it), an unknown metric name, or real images of another resolution.
+      it), no classifier checkpoint (how to train one), an unknown metric
+      name, or real images of another resolution.
   """
   names = metric_names(eval_config)
   metrics = {name: get(name) for name in names}
   if not metrics:
     return {}
-  extract = extractor or get_extractor(eval_config)
+  extracts = {}
+  for space in spaces(names):
+    given = extractor.get(space) if isinstance(extractor, dict) else extractor
+    extracts[space] = given or get_extractor(eval_config, space)
 
   def num_of(m):
     return m.num_samples or field(eval_config, 'num_samples')
@@ -394,22 +445,25 @@ def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
     return m.split or field(eval_config, 'reference_split')
 
   fake, resolution = generated_features(
-      extract, sample_fn, max(num_of(m) for m in metrics.values()),
+      extracts, sample_fn, max(num_of(m) for m in metrics.values()),
       field(eval_config, 'sample_batch_size'))
   refs = {}
   for m in metrics.values():
-    if m.needs_real and split_of(m) not in refs:
-      refs[split_of(m)] = reference.reference_stats(
-          extract, real_batches_fn, dataset=dataset, split=split_of(m),
-          resolution=resolution,
+    key = (m.space, split_of(m))
+    if m.needs_real and key not in refs:
+      # weights_hash: the Inception file's or the classifier checkpoint's.
+      refs[key] = reference.reference_stats(
+          extracts[m.space], real_batches_fn, dataset=dataset,
+          split=split_of(m), resolution=resolution,
           num_images=field(eval_config, 'num_reference'),
-          weights_hash=extract.weights_hash,
+          weights_hash=extracts[m.space].weights_hash,
           cache_dir=field(eval_config, 'cache_dir'))
   results = {}
   for name, m in metrics.items():
     n = num_of(m)
-    values = m.fn({k: v[:n] for k, v in fake.items()},
-                  refs.get(split_of(m)) if m.needs_real else None, eval_config)
+    values = m.fn({k: v[:n] for k, v in fake[m.space].items()},
+                  refs.get((m.space, split_of(m))) if m.needs_real else None,
+                  eval_config)
     for suffix, value in values.items():
       results[f'{name}/{suffix}' if suffix else name] = float(value)
   return results

@@ -1,19 +1,22 @@
-"""Inception statistics of a real data split, computed once and cached on disk.
+"""Feature statistics of a real data split, computed once and cached on disk.
 
 FID/KID/precision-recall compare generated images against a fixed set of real
 images. Running Inception over 50k real images takes minutes on an accelerator
 and hours on a CPU, and the result only depends on which images went in and
 which weights saw them, so it is stored as `<cache_dir>/<key>.npz` with:
 
-  mu [2048] float64, sigma [2048, 2048] float64: FID's Gaussian (np.cov of the
-    float32 pool features, as pytorch-fid computes it);
-  features [n, 2048] float32: the pool features themselves, for KID,
+  mu [d] float64, sigma [d, d] float64: FID's Gaussian (np.cov of the
+    float32 pool features, as pytorch-fid computes it; d = 2048 for
+    Inception, the feature width for a classifier);
+  features [n, d] float32: the pool features themselves, for KID,
     precision/recall and density/coverage;
   and the key's parts, checked on load.
 
 The key is the dataset name, the split, the image resolution, the number of
-images asked for and the sha256 of the weights file: converting other weights
-(or another network) must not reuse statistics of the old ones.
+images asked for and the extractor's hash: the sha256 of the Inception weights
+file, or of the classifier checkpoint's files (classifier.py). Converting
+other weights or training another classifier must not reuse statistics of the
+old ones.
 """
 import dataclasses
 import hashlib
@@ -98,9 +101,12 @@ def extract_real_features(extract, batches, num_images, resolution=None):
   `extract(images) -> {'pool': ...}`; `batches` is an iterable of float32
   [b, H, W, C] arrays in [-1, 1] (an endless training iterator is fine: it is
   read only up to `num_images`). Fewer images are used if it ends first.
+  Batches of labelled data, (images, labels) tuples, give their images.
   """
   feats, count = [], 0
   for batch in batches:
+    if isinstance(batch, tuple):
+      batch = batch[0]
     batch = np.asarray(batch)
     if resolution is not None and tuple(batch.shape[1:3]) != tuple(resolution):
       raise UserError(
@@ -123,10 +129,12 @@ def reference_stats(extract, batches_fn, *, dataset, split, resolution,
   """The real split's statistics: read from the cache, or computed and cached.
 
   Args:
-    extract: `images -> {'pool': [b, 2048]}` (an inception.FeatureExtractor).
+    extract: `images -> {'pool': [b, d]}` (an inception or classifier
+      FeatureExtractor).
     batches_fn: `split -> iterable of float32 [b, H, W, C] batches in [-1, 1]`;
       called only when the statistics are not cached yet.
-    dataset, split, resolution (H, W), num_images, weights_hash: the key.
+    dataset, split, resolution (H, W), num_images, weights_hash (the
+      extractor's): the key.
     cache_dir: where the .npz files go; '' for ~/.cache/gan_jax/reference.
   """
   cache_dir = os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR)

@@ -42,6 +42,18 @@ def batch_norm(train: bool, dtype, momentum: float = 0.9,
                       name=name)
 
 
+def norm_name(config, net: str, model: str, norms, default: str) -> str:
+  """`config.{net}.norm` checked against `norms`; 'default' (or absent) is
+  `default`, the model's published choice."""
+  name = config[net].get('norm', 'default')
+  name = default if name == 'default' else name
+  if name not in norms:
+    what = {'g': 'generator', 'd': 'discriminator'}[net]
+    raise UserError(f'unknown norm {name!r} for the {model} {what}; set '
+                    f'config.{net}.norm to one of: ' + ', '.join(norms))
+  return name
+
+
 def square_image(example_shape: Sequence[int], sizes: Sequence[int],
                  model: str) -> tuple[int, int]:
   """(size, channels) of a square [size, size, channels] example.

@@ -23,6 +23,16 @@ implementations use).
 Config fields read:
   z_dim: noise size (the paper's is 100).
   g.channels, d.channels: the base width ch of G and D (default 64, the paper's).
+  g.norm: G's normalisation after its Dense layer and inner transposed
+      convolutions (where the diagram has BN): 'batch' (the paper's, and the
+      default; also 'default'), 'layer' (LayerNorm over H, W, C per example,
+      Ba et al. 2016), 'group' (GroupNorm, Wu & He 2018, with 32 groups, or
+      gcd(32, channels) where the channels are not a multiple of 32),
+      'spectral' (the Dense layer and every transposed convolution, the last
+      too, spectrally normalised, Miyato et al. 2018, no BatchNorm; as in D
+      its power-iteration vectors live in the 'batch_stats' collection and
+      are updated in training only) or 'none'. Without BatchNorm those layers
+      have biases.
   d.norm: D's normalisation after its inner convolutions: 'batch' (the
       paper's, and the default; also 'default'), 'layer' (LayerNorm over
       H, W, C per example, Ba et al. 2016, as the WGAN-GP critic of Gulrajani
@@ -45,7 +55,10 @@ from gan_jax.models import common
 from gan_jax.models import conditional
 
 SIZES = (32, 64)
+G_NORMS = ('batch', 'layer', 'group', 'spectral', 'none')
 D_NORMS = ('batch', 'layer', 'spectral', 'none')
+DEFAULT_G_NORM = DEFAULT_D_NORM = 'batch'  # The paper's.
+GROUPS = 32  # GroupNorm's groups (Wu & He 2018's default), at most.
 KERNEL_INIT = nn.initializers.normal(0.02)
 LEAKY_SLOPE = 0.2
 
@@ -55,31 +68,48 @@ class Generator(nn.Module):
   out_channels: int
   channels: int = 64
   dtype: Any = jnp.float32
+  norm: str = DEFAULT_G_NORM
 
   @nn.compact
   def __call__(self, z, train: bool = True):
-    def bn_relu(x):
-      return nn.relu(common.batch_norm(train, self.dtype)(x))
+    def layer(module, h):
+      if self.norm == 'spectral':
+        return nn.SpectralNorm(module, dtype=self.dtype)(h, update_stats=train)
+      return module(h)
 
+    def norm_relu(x):
+      if self.norm == 'batch':
+        x = common.batch_norm(train, self.dtype)(x)
+      elif self.norm == 'layer':
+        x = nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=self.dtype,
+                         param_dtype=jnp.float32)(x)
+      elif self.norm == 'group':
+        x = nn.GroupNorm(math.gcd(GROUPS, x.shape[-1]), dtype=self.dtype,
+                         param_dtype=jnp.float32)(x)
+      return nn.relu(x)
+
+    # No bias where BatchNorm follows: its shift makes one redundant.
+    bias = self.norm != 'batch'
     n = int(math.log2(self.size // 4))
     ch = self.channels * 2 ** (n - 1)
-    x = nn.Dense(4 * 4 * ch, use_bias=False, dtype=self.dtype,
-                 kernel_init=KERNEL_INIT)(z.astype(self.dtype))
-    x = bn_relu(x.reshape(z.shape[0], 4, 4, ch))
+    x = layer(nn.Dense(4 * 4 * ch, use_bias=bias, dtype=self.dtype,
+                       kernel_init=KERNEL_INIT), z.astype(self.dtype))
+    x = norm_relu(x.reshape(z.shape[0], 4, 4, ch))
     for _ in range(n - 1):
       ch //= 2
-      x = bn_relu(nn.ConvTranspose(ch, (4, 4), (2, 2), padding='SAME',
-                                   use_bias=False, dtype=self.dtype,
-                                   kernel_init=KERNEL_INIT)(x))
-    x = nn.ConvTranspose(self.out_channels, (4, 4), (2, 2), padding='SAME',
-                         dtype=self.dtype, kernel_init=KERNEL_INIT)(x)
+      x = norm_relu(layer(nn.ConvTranspose(
+          ch, (4, 4), (2, 2), padding='SAME', use_bias=bias, dtype=self.dtype,
+          kernel_init=KERNEL_INIT), x))
+    x = layer(nn.ConvTranspose(self.out_channels, (4, 4), (2, 2),
+                               padding='SAME', dtype=self.dtype,
+                               kernel_init=KERNEL_INIT), x)
     return jnp.tanh(x).astype(jnp.float32)
 
 
 class Discriminator(nn.Module):
   channels: int = 64
   dtype: Any = jnp.float32
-  norm: str = 'batch'
+  norm: str = DEFAULT_D_NORM
   num_classes: int = 0  # > 0: conditional, with `head` (models/conditional.py).
   head: str = ''
 
@@ -111,20 +141,21 @@ class Discriminator(nn.Module):
         lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=KERNEL_INIT), layer)
 
 
+def g_norm(config):
+  """`config.g.norm` for this model ('default' or absent: 'batch')."""
+  return common.norm_name(config, 'g', 'dcgan', G_NORMS, DEFAULT_G_NORM)
+
+
 def d_norm(config):
   """`config.d.norm` for this model ('default' or absent: 'batch')."""
-  name = config.d.get('norm', 'default')
-  name = 'batch' if name == 'default' else name
-  if name not in D_NORMS:
-    raise UserError(f'unknown norm {name!r} for the dcgan discriminator; set '
-                    'config.d.norm to one of: ' + ', '.join(D_NORMS))
-  return name
+  return common.norm_name(config, 'd', 'dcgan', D_NORMS, DEFAULT_D_NORM)
 
 
 def build(config, example_shape):
   size, channels = common.square_image(example_shape, SIZES, 'dcgan')
   dtype = common.compute_dtype(config)
-  return (Generator(size, channels, config.g.get('channels', 64), dtype),
+  return (Generator(size, channels, config.g.get('channels', 64), dtype,
+                    g_norm(config)),
           Discriminator(config.d.get('channels', 64), dtype, d_norm(config),
                         conditional.num_classes(config),
                         conditional.d_head(config)))

@@ -19,6 +19,20 @@ Config fields read:
       'resize_conv' (nearest-neighbour x2 upsampling, then a 5x5 stride-1
       convolution): the same shapes and parameter counts, and much faster on
       CPU, where XLA's transposed (input-dilated) convolutions are slow.
+  g.norm: G's normalisation where the diagram has BN: 'batch' (the
+      tutorial's, and the default; also 'default'), 'layer' (LayerNorm per
+      example over the dense output, and over H, W, C after the up-convs,
+      Ba et al. 2016; epsilon 1e-3, Keras') or 'none'. Without BatchNorm the
+      Dense layer and the two inner up-convs have biases (the last up-conv
+      has none, as in the tutorial).
+  d.norm: D's normalisation: 'none' (the tutorial's D has none, and the
+      default; also 'default'), 'layer' (LayerNorm over H, W, C per example
+      after the second convolution, before its LeakyReLU; not on the
+      image's convolution, as in DCGAN) or 'spectral' (both convolutions and
+      the Dense layer spectrally normalised, Miyato et al. 2018; the
+      power-iteration vectors live in the 'batch_stats' collection and are
+      updated in training only). The parameters are the same with 'none' and
+      'spectral'.
   dtype: compute dtype, 'float32' (default) or 'bfloat16'; parameters are
       float32 either way.
 The examples must be 28x28 with any number of channels C (MNIST: 1).
@@ -33,6 +47,9 @@ from gan_jax.models import common
 from gan_jax.models import conditional
 
 UPSAMPLE = ('transpose', 'resize_conv')
+G_NORMS = ('batch', 'layer', 'none')
+D_NORMS = ('none', 'layer', 'spectral')
+DEFAULT_G_NORM, DEFAULT_D_NORM = 'batch', 'none'  # The tutorial's.
 # Keras' defaults, which the tutorial uses throughout.
 KERNEL_INIT = nn.initializers.glorot_uniform()
 BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
@@ -40,35 +57,43 @@ LEAKY_SLOPE = 0.3
 DROPOUT = 0.3
 
 
-def _up_conv(x, features, stride, upsample, dtype):
-  """A 5x5 'SAME' convolution that upsamples by `stride` (1 or 2), no bias."""
+def _up_conv(x, features, stride, upsample, dtype, use_bias=False):
+  """A 5x5 'SAME' convolution that upsamples by `stride` (1 or 2)."""
   if upsample == 'transpose':
     return nn.ConvTranspose(features, (5, 5), (stride, stride), padding='SAME',
-                            use_bias=False, dtype=dtype,
+                            use_bias=use_bias, dtype=dtype,
                             kernel_init=KERNEL_INIT)(x)
   x = common.upsample_nearest(x, stride)
-  return nn.Conv(features, (5, 5), padding='SAME', use_bias=False, dtype=dtype,
-                 kernel_init=KERNEL_INIT)(x)
+  return nn.Conv(features, (5, 5), padding='SAME', use_bias=use_bias,
+                 dtype=dtype, kernel_init=KERNEL_INIT)(x)
 
 
 class Generator(nn.Module):
   channels: int = 1
   upsample: str = 'transpose'
   dtype: Any = jnp.float32
+  norm: str = DEFAULT_G_NORM
 
   @nn.compact
   def __call__(self, z, train: bool = True):
-    def bn_act(x):
-      x = common.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON)(x)
+    def norm_act(x, reduction_axes):
+      if self.norm == 'batch':
+        x = common.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON)(x)
+      elif self.norm == 'layer':
+        x = nn.LayerNorm(epsilon=BN_EPSILON, reduction_axes=reduction_axes,
+                         dtype=self.dtype, param_dtype=jnp.float32)(x)
       return nn.leaky_relu(x, LEAKY_SLOPE)
 
-    x = nn.Dense(7 * 7 * 256, use_bias=False, dtype=self.dtype,
+    # No bias where BatchNorm follows: its shift makes one redundant.
+    bias = self.norm != 'batch'
+    x = nn.Dense(7 * 7 * 256, use_bias=bias, dtype=self.dtype,
                  kernel_init=KERNEL_INIT)(z.astype(self.dtype))
     # Normalised per unit of the dense output, as Keras' BatchNormalization
     # after a Dense layer does, before the reshape.
-    x = bn_act(x).reshape(z.shape[0], 7, 7, 256)
-    x = bn_act(_up_conv(x, 128, 1, self.upsample, self.dtype))
-    x = bn_act(_up_conv(x, 64, 2, self.upsample, self.dtype))
+    x = norm_act(x, -1).reshape(z.shape[0], 7, 7, 256)
+    for features, stride in ((128, 1), (64, 2)):
+      x = _up_conv(x, features, stride, self.upsample, self.dtype, bias)
+      x = norm_act(x, (1, 2, 3))
     x = jnp.tanh(_up_conv(x, self.channels, 2, self.upsample, self.dtype))
     return x.astype(jnp.float32)
 
@@ -77,19 +102,39 @@ class Discriminator(nn.Module):
   dtype: Any = jnp.float32
   num_classes: int = 0  # > 0: conditional, with `head` (models/conditional.py).
   head: str = ''
+  norm: str = DEFAULT_D_NORM
 
   @nn.compact
   def __call__(self, x, train: bool = True, labels=None):
+    def layer(module, h):
+      if self.norm == 'spectral':
+        return nn.SpectralNorm(module, dtype=self.dtype)(h, update_stats=train)
+      return module(h)
+
     x = x.astype(self.dtype)
-    for features in (64, 128):
-      x = nn.Conv(features, (5, 5), (2, 2), padding='SAME', dtype=self.dtype,
-                  kernel_init=KERNEL_INIT)(x)
+    for i, features in enumerate((64, 128)):
+      x = layer(nn.Conv(features, (5, 5), (2, 2), padding='SAME',
+                        dtype=self.dtype, kernel_init=KERNEL_INIT), x)
+      if i and self.norm == 'layer':
+        x = nn.LayerNorm(epsilon=BN_EPSILON, reduction_axes=(1, 2, 3),
+                         dtype=self.dtype, param_dtype=jnp.float32)(x)
       x = nn.leaky_relu(x, LEAKY_SLOPE)
       x = nn.Dropout(DROPOUT, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)
     return conditional.output_layer(
         x, labels, self.num_classes, self.head,
-        lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=KERNEL_INIT))
+        lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=KERNEL_INIT),
+        layer)
+
+
+def g_norm(config):
+  """`config.g.norm` for this model ('default' or absent: 'batch')."""
+  return common.norm_name(config, 'g', 'dcgan_mnist', G_NORMS, DEFAULT_G_NORM)
+
+
+def d_norm(config):
+  """`config.d.norm` for this model ('default' or absent: 'none')."""
+  return common.norm_name(config, 'd', 'dcgan_mnist', D_NORMS, DEFAULT_D_NORM)
 
 
 def build(config, example_shape):
@@ -99,6 +144,6 @@ def build(config, example_shape):
     raise UserError(f'unknown config.g.upsample {upsample!r}; use one of: '
                     + ', '.join(UPSAMPLE))
   dtype = common.compute_dtype(config)
-  return (Generator(channels, upsample, dtype),
+  return (Generator(channels, upsample, dtype, g_norm(config)),
           Discriminator(dtype, conditional.num_classes(config),
-                        conditional.d_head(config)))
+                        conditional.d_head(config), d_norm(config)))

@@ -38,16 +38,6 @@ def activation(name: str):
   return fn
 
 
-def norm_name(net_config, net: str) -> str:
-  """`config.{g,d}.norm`, with 'default' (or absent) meaning 'none'."""
-  name = net_config.get('norm', 'default')
-  name = DEFAULT_NORM if name == 'default' else name
-  if name not in NORMS:
-    raise UserError(f'unknown norm {name!r} for the mlp model; set '
-                    f'config.{net}.norm to one of: ' + ', '.join(NORMS))
-  return name
-
-
 class MLP(nn.Module):
   """`depth` hidden layers of `width` units, then a linear layer of `out` units.
 
@@ -128,7 +118,7 @@ def build(config, example_shape):
   g, d = config.g, config.d
   dtype = common.compute_dtype(config)
   return (Generator(g.width, g.depth, tuple(example_shape), g.activation,
-                    dtype, norm_name(g, 'g')),
+                    dtype, common.norm_name(config, 'g', 'mlp', NORMS, DEFAULT_NORM)),
           Discriminator(d.width, d.depth, d.activation, dtype,
-                        norm_name(d, 'd'), conditional.num_classes(config),
+                        common.norm_name(config, 'd', 'mlp', NORMS, DEFAULT_NORM), conditional.num_classes(config),
                         conditional.d_head(config)))

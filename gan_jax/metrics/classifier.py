@@ -1,0 +1,269 @@
+"""A small CNN classifier as a feature space that needs no download.
+
+The FID-Inception weights have to be fetched once; for datasets with labels a
+classifier trained on them (tools/train_classifier.py) gives an offline
+feature space instead. `FeatureExtractor` returns what the Inception one
+returns, so FID, KID, precision/recall and density/coverage run on its
+128-d feature layer ('pool') and the Inception Score on its logits:
+
+  images [B, H, W, C] in [-1, 1] -> conv 3x3 (stride 1, then 2, 2, ...) with
+  ReLU -> flatten -> dense `features` ('pool') -> ReLU -> dense `num_classes`
+  ('logits', bias included: the score is the classifier's own p(y|x)).
+
+The features are taken before their ReLU: after it, a trained net has units
+that are 0 on every real image (a third of them in tests), which makes FID's
+covariances singular. Flattening (no global pooling) keeps where things are
+in the image; the network is built for one image shape, stored with the
+weights. Numbers in
+this space compare only with numbers from the same checkpoint: the metric
+names say `clf` (image_metrics.py) and the reference statistics are keyed by
+the checkpoint's hash.
+
+A checkpoint is a directory: `params/` (orbax) and `classifier.json` (the
+architecture and how it was trained), the JSON written last, so a directory
+without it is not a (complete) checkpoint.
+"""
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from gan_jax.errors import UserError
+
+SPEC_FILE = 'classifier.json'
+PARAMS_DIR = 'params'
+FORMAT = 1
+BATCH_SIZE = 256  # Images per compiled call when extracting features.
+TRAIN_COMMAND = ('python tools/train_classifier.py --config '
+                 'configs/mnist_classifier.py:data=images '
+                 '--config.data.path=DATA.npz --workdir DIR')
+# float32 matmuls on every backend (TPU/GPU default to bf16/TF32 passes), so
+# that features do not depend on the accelerator.
+_PRECISION = jax.lax.Precision.HIGHEST
+
+
+class Classifier(nn.Module):
+  """`images -> (features [B, features], logits [B, num_classes])`."""
+  num_classes: int
+  widths: tuple = (32, 64, 64)
+  features: int = 128
+
+  @nn.compact
+  def __call__(self, x):
+    for i, width in enumerate(self.widths):
+      x = nn.Conv(width, (3, 3), strides=1 if i == 0 else 2, padding='SAME',
+                  precision=_PRECISION)(x)
+      x = nn.relu(x)
+    x = x.reshape(x.shape[0], -1)
+    feats = nn.Dense(self.features, precision=_PRECISION)(x)
+    logits = nn.Dense(self.num_classes, precision=_PRECISION)(nn.relu(feats))
+    return feats, logits
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """The architecture: what `classifier.json` stores besides training info."""
+  image_shape: tuple  # (H, W, C).
+  num_classes: int
+  widths: tuple = (32, 64, 64)
+  features: int = 128
+
+  def model(self):
+    return Classifier(self.num_classes, tuple(self.widths), self.features)
+
+  def shapes(self):
+    """The params' tree of jax.ShapeDtypeStruct (nothing is computed)."""
+    return jax.eval_shape(self.model().init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, *self.image_shape), jnp.float32)
+                          )['params']
+
+  def init(self, seed):
+    """Params as numpy: He-normal kernels (ReLU), zero biases.
+
+    Drawn with numpy, not flax's initialisers: XLA:CPU takes 10+ s to compile
+    their threefry sampling, longer than training on a small dataset.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+      if jax.tree_util.keystr(path[-1:]) != "['kernel']":
+        return np.zeros(leaf.shape, leaf.dtype)
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(
+          leaf.dtype)
+    return jax.tree_util.tree_map_with_path(draw, self.shapes())
+
+
+def _missing_error(path):
+  return UserError(f'no classifier checkpoint at {path} ({SPEC_FILE} is '
+                   f'missing); train one with `{TRAIN_COMMAND}` and pass that '
+                   'DIR')
+
+
+def _damaged_error(path, e):
+  first = (str(e).strip().splitlines() or [''])[0][:200]
+  return UserError(f'cannot read the classifier checkpoint {path} '
+                   f'({type(e).__name__}: {first}); its files are damaged or '
+                   f'incomplete: train it again with `{TRAIN_COMMAND}`')
+
+
+def resolve_path(path):
+  """`config.eval.classifier_checkpoint` as an absolute path, or UserError."""
+  if not path:
+    raise UserError(
+        'config.eval.classifier_checkpoint is empty: the *_clf metrics need a '
+        f'classifier; train one with `{TRAIN_COMMAND}` and set '
+        'config.eval.classifier_checkpoint=DIR')
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isfile(os.path.join(path, SPEC_FILE)):
+    raise _missing_error(path)
+  return path
+
+
+def save(directory, spec, params, info=None):
+  """Writes `params` and `spec` (+ `info`, JSON-able) to `directory`.
+
+  An earlier checkpoint there is replaced; its JSON goes first, so a save
+  killed half-way leaves no checkpoint rather than a mixed one.
+  """
+  directory = os.path.abspath(os.path.expanduser(directory))
+  os.makedirs(directory, exist_ok=True)
+  spec_path = os.path.join(directory, SPEC_FILE)
+  if os.path.exists(spec_path):
+    os.remove(spec_path)
+  params_dir = os.path.join(directory, PARAMS_DIR)
+  if os.path.exists(params_dir):
+    shutil.rmtree(params_dir)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(params_dir, jax.device_get(params))
+    ckptr.wait_until_finished()
+  content = {'format': FORMAT, **dataclasses.asdict(spec), **(info or {})}
+  tmp = spec_path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(content, f, indent=2, sort_keys=True)
+  os.replace(tmp, spec_path)
+
+
+def load(path):
+  """(spec, params as numpy, the whole JSON) of the checkpoint at `path`."""
+  path = resolve_path(path)
+  try:
+    with open(os.path.join(path, SPEC_FILE)) as f:
+      content = json.load(f)
+    if content.get('format') != FORMAT:
+      raise ValueError(f'format {content.get("format")!r}, expected {FORMAT}')
+    spec = Spec(image_shape=tuple(int(d) for d in content['image_shape']),
+                num_classes=int(content['num_classes']),
+                widths=tuple(int(w) for w in content['widths']),
+                features=int(content['features']))
+    template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                            spec.shapes())
+    with ocp.StandardCheckpointer() as ckptr:
+      params = ckptr.restore(os.path.join(path, PARAMS_DIR), template)
+  except Exception as e:  # pylint: disable=broad-except
+    # json, KeyError, orbax's many kinds for truncated or mismatched files.
+    raise _damaged_error(path, e) from None
+  return spec, jax.tree.map(np.asarray, params), content
+
+
+def _signature(path):
+  """(relative path, size, mtime) of every file: what the hash depends on."""
+  out = []
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      st = os.stat(full)
+      out.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+  return tuple(sorted(out))
+
+
+@functools.lru_cache(maxsize=8)
+def _hash(path, signature):
+  digest = hashlib.sha256(b'gan_jax classifier')
+  for rel, _, _ in signature:
+    digest.update(rel.encode() + b'\0')
+    with open(os.path.join(path, rel), 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        digest.update(block)
+  return digest.hexdigest()
+
+
+def checkpoint_hash(path):
+  """sha256 of the checkpoint's files: part of the reference stats' key."""
+  path = resolve_path(path)
+  return _hash(path, _signature(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(spec):
+  return jax.jit(spec.model().apply)
+
+
+class FeatureExtractor:
+  """Classifier features of image batches, like inception.FeatureExtractor.
+
+  One device (jax's default): the network is small, and extraction runs in
+  fixed chunks of BATCH_SIZE (the last one padded), so it compiles once.
+  """
+
+  def __init__(self, path):
+    self.path = resolve_path(path)
+    self.spec, params, self.info = load(self.path)
+    self.weights_hash = checkpoint_hash(self.path)
+    self._apply = _compiled(self.spec)
+    self._params = jax.device_put(params)
+    logging.info('classifier features from %s (sha256 %s, held-out accuracy '
+                 '%s)', self.path, self.weights_hash[:12],
+                 self.info.get('heldout_accuracy'))
+
+  def __call__(self, images):
+    """float [n, H, W, C] in [-1, 1] -> {'pool', 'logits', 'logits_unbiased'}
+    (the last two the same) as float32 numpy arrays of n rows."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[1:] != self.spec.image_shape:
+      h, w, c = self.spec.image_shape
+      raise UserError(
+          f'the classifier {self.path} takes {h}x{w}x{c} images, not '
+          f'{"x".join(map(str, images.shape[1:]))}: train one on this data '
+          '(tools/train_classifier.py) or use metrics without _clf')
+    feats, logits = [], []
+    for start in range(0, len(images), BATCH_SIZE):
+      chunk = images[start:start + BATCH_SIZE]
+      count = len(chunk)
+      if count < BATCH_SIZE:
+        chunk = np.concatenate(
+            [chunk, np.zeros((BATCH_SIZE - count, *chunk.shape[1:]),
+                             np.float32)])
+      f, l = self._apply({'params': self._params}, chunk)
+      feats.append(np.asarray(f)[:count])
+      logits.append(np.asarray(l)[:count])
+    if not feats:
+      feats = [np.zeros((0, self.spec.features), np.float32)]
+      logits = [np.zeros((0, self.spec.num_classes), np.float32)]
+    logits = np.concatenate(logits)
+    return {'pool': np.concatenate(feats), 'logits': logits,
+            'logits_unbiased': logits}
+
+
+@functools.lru_cache(maxsize=2)
+def _extractor(path, signature):
+  # Kept between evaluations; a checkpoint written again (other files or
+  # mtimes) is loaded again.
+  del signature
+  return FeatureExtractor(path)
+
+
+def get_extractor(path):
+  """The (cached) FeatureExtractor of the checkpoint at `path`; UserError if
+  there is none or it cannot be read."""
+  path = resolve_path(path)
+  return _extractor(path, _signature(path))

@@ -1,0 +1,213 @@
+"""Classifier features for FID/KID/IS (no download): train, evaluate, launch.
+
+The data is 28x28 squares whose position is the class, so a tiny classifier
+learns it in a few epochs; the end-to-end run is configs/mnist_dcgan.py on
+the same .npz, evaluated in classifier space.
+"""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import mnist_classifier
+from gan_jax.errors import UserError
+from gan_jax.metrics import classifier
+from gan_jax.metrics import image_metrics as im
+from tests.conftest import run_launch
+from tools import train_classifier
+
+CORNERS = ((2, 2), (2, 18), (18, 2), (18, 18))  # Top-left of class k's square.
+
+
+def _squares(n, seed, classes=(0, 1, 2, 3)):
+  """float32 [n, 28, 28, 1] in [-1, 1]: a bright 8x8 square at CORNERS[label]
+  (jittered by up to 2 pixels) on noise; labels int32 [n]."""
+  rng = np.random.default_rng(seed)
+  labels = rng.choice(classes, n).astype(np.int32)
+  images = rng.uniform(-1, -0.6, (n, 28, 28, 1)).astype(np.float32)
+  for i, k in enumerate(labels):
+    top, left = np.array(CORNERS[k]) + rng.integers(-2, 3, 2)
+    images[i, top:top + 8, left:left + 8] = rng.uniform(0.5, 1)
+  return images, labels
+
+
+def _config(npz):
+  config = mnist_classifier.get_config('data=images')
+  config.data.path = str(npz)
+  config.num_classes = 4
+  config.batch_size = 32
+  config.num_epochs = 4
+  config.classifier.widths = (8, 16)
+  config.classifier.features = 32
+  config.holdout_fraction = 0.25
+  config.log_every = 1000
+  return config
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """(npz path, checkpoint dir, train's record), trained once for the module."""
+  root = tmp_path_factory.mktemp('clf')
+  images, labels = _squares(384, seed=0)
+  npz = root / 'squares.npz'
+  np.savez(npz, images=((images + 1) * 127.5).round().astype(np.uint8),
+           labels=labels)
+  record = train_classifier.train(_config(npz), str(root / 'ckpt'))
+  return npz, str(root / 'ckpt'), record
+
+
+def test_classifier_trains_to_high_heldout_accuracy(trained):
+  _, ckpt, record = trained
+  assert record['num_heldout'] == 96 and record['num_train'] == 288
+  assert record['heldout_accuracy'] >= 0.95, record
+  with open(os.path.join(ckpt, classifier.SPEC_FILE)) as f:
+    saved = json.load(f)
+  assert saved['image_shape'] == [28, 28, 1] and saved['num_classes'] == 4
+  assert saved['heldout_accuracy'] == record['heldout_accuracy']
+  extract = classifier.get_extractor(ckpt)
+  images, labels = _squares(64, seed=1)
+  out = extract(images)
+  assert out['pool'].shape == (64, 32) and out['logits'].shape == (64, 4)
+  assert np.mean(out['logits'].argmax(1) == labels) >= 0.95
+
+
+def test_tfds_data_is_evaluated_on_its_test_split(tmp_path):
+  config = mnist_classifier.get_config()
+  config.batch_size = 16
+  config.num_epochs = 1
+  config.classifier.widths = (8, 16)
+  config.classifier.features = 32
+  with tfds.testing.mock_data(num_examples=48):
+    record = train_classifier.train(config, str(tmp_path / 'ckpt'))
+  assert record['heldout'] == 'test' and record['train_split'] == 'train'
+  assert record['num_train'] == 48 and record['num_heldout'] == 48
+  assert record['image_shape'] == [28, 28, 1]
+
+
+def test_metric_names_carry_the_feature_space():
+  for name, m in im.METRICS.items():
+    assert ('_clf' in name) == (m.space == 'classifier'), name
+  m = im.get('fid_clf_10k_train')
+  assert (m.space, m.num_samples, m.split) == ('classifier', 10_000, 'train')
+  assert im.get('is_clf_1k').space == 'classifier'
+  assert im.get('fid_10k_train').space == 'inception'
+  assert im.spaces(['kid_clf', 'fid_1k_test']) == ['classifier', 'inception']
+
+
+def _eval(ckpt, cache, fake, real, metrics):
+  config = {'metrics': metrics, 'classifier_checkpoint': ckpt,
+            'num_samples': len(fake), 'num_reference': len(real),
+            'sample_batch_size': 100, 'cache_dir': str(cache),
+            'kid_subsets': 5, 'kid_subset_size': 100, 'is_splits': 2}
+  calls = iter(range(1 << 20))
+
+  def sample_fn(n):
+    start = next(calls) * 100
+    return fake[start:start + n]
+
+  def real_batches(split):
+    del split  # (images, labels) batches, as labelled datasets give them.
+    for lo in range(0, len(real), 64):
+      yield real[lo:lo + 64], np.zeros(len(real[lo:lo + 64]), np.int32)
+
+  return im.evaluate_images(config, sample_fn, real_batches, 'squares')
+
+
+def test_fid_in_classifier_space(trained, tmp_path):
+  _, ckpt, _ = trained
+  real, _ = _squares(300, seed=2)
+  metrics = ['fid_clf', 'kid_clf', 'is_clf']
+  same = _eval(ckpt, tmp_path, real, real, metrics)
+  fresh = _eval(ckpt, tmp_path, _squares(300, seed=3)[0], real, metrics)
+  one_class = _eval(ckpt, tmp_path, _squares(300, seed=4, classes=(0,))[0],
+                    real, metrics)
+  assert set(same) == {'fid_clf', 'kid_clf', 'kid_clf/std', 'is_clf',
+                       'is_clf/std'}
+  assert abs(same['fid_clf']) < 1e-3 * one_class['fid_clf']
+  assert fresh['fid_clf'] < 0.2 * one_class['fid_clf']
+  assert one_class['kid_clf'] > 10 * abs(fresh['kid_clf'])
+  # Confident over 4 balanced classes: IS near 4; one class: near 1.
+  assert fresh['is_clf'] > 3 and one_class['is_clf'] < 1.5
+  assert len(os.listdir(tmp_path)) == 1  # One reference, cached.
+
+
+def test_reference_cache_is_keyed_by_the_checkpoint(trained, tmp_path):
+  _, ckpt, _ = trained
+  other = str(tmp_path / 'other')
+  spec, params, _ = classifier.load(ckpt)
+  params = jax.tree.map(lambda p: p * 1.01, params)
+  classifier.save(other, spec, params, {'heldout_accuracy': 0.0})
+  assert (classifier.checkpoint_hash(other)
+          != classifier.checkpoint_hash(ckpt))
+  real, _ = _squares(120, seed=5)
+  for path in (ckpt, other):
+    _eval(path, tmp_path / 'cache', real, real, ['fid_clf'])
+  assert len(os.listdir(tmp_path / 'cache')) == 2
+
+
+@pytest.mark.parametrize('case', ['empty', 'missing', 'damaged'])
+def test_bad_checkpoint_is_a_one_line_user_error(trained, tmp_path, case):
+  _, ckpt, _ = trained
+  path = {'empty': '', 'missing': str(tmp_path / 'nothing')}.get(case)
+  if case == 'damaged':
+    path = str(tmp_path / 'copy')
+    shutil.copytree(ckpt, path)
+    for root, _, files in os.walk(os.path.join(path, classifier.PARAMS_DIR)):
+      for name in files:
+        with open(os.path.join(root, name), 'wb') as f:
+          f.write(b'garbage')
+  with pytest.raises(UserError) as e:
+    im.evaluate_images({'metrics': ['fid_clf_1k_train'],
+                        'classifier_checkpoint': path}, None, None, 'squares')
+  message = str(e.value)
+  assert '\n' not in message and 'tools/train_classifier.py' in message
+  assert {'empty': 'classifier_checkpoint is empty', 'missing': 'no classifier',
+          'damaged': 'damaged'}[case] in message
+
+
+def test_wrong_image_shape_is_a_user_error(trained):
+  _, ckpt, _ = trained
+  with pytest.raises(UserError, match='takes 28x28x1 images, not 32x32x3'):
+    classifier.get_extractor(ckpt)(np.zeros((2, 32, 32, 3), np.float32))
+
+
+def test_metrics_without_checkpoint_fail_at_start(trained, tmp_path):
+  from configs import mnist_dcgan  # pylint: disable=g-import-not-at-top
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  npz, _, _ = trained
+  config = mnist_dcgan.get_config('data=images')
+  config.data.path = str(npz)
+  config.eval.metrics = 'fid_clf_1k_train'
+  with pytest.raises(UserError, match='classifier_checkpoint is empty'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')  # Nothing written.
+
+
+def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
+  npz, ckpt, _ = trained
+  workdir = tmp_path / 'run'
+  r = run_launch([
+      '--config=configs/mnist_dcgan.py:data=images',
+      f'--config.data.path={npz}', '--config.g.upsample=resize_conv',
+      '--config.batch_size=8', '--config.num_steps=2',
+      '--config.steps_per_call=1', '--config.log_every=1',
+      '--config.eval_every=2', '--config.checkpoint.every=2',
+      '--config.eval.grid_rows=2', f'--workdir={workdir}',
+      '--config.eval.metrics=fid_clf_1k_train,is_clf_1k',
+      '--config.eval.num_reference=256', '--config.eval.sample_batch_size=125',
+      f'--config.eval.cache_dir={tmp_path / "cache"}',
+      f'--config.eval.classifier_checkpoint={ckpt}'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(workdir / 'metrics.jsonl') as f:
+    rows = [json.loads(line) for line in f]
+  evals = [row for row in rows if 'fid_clf_1k_train' in row]
+  assert len(evals) == 1 and evals[0]['step'] == 2
+  # An untrained generator is far from the data in the classifier's space.
+  assert evals[0]['fid_clf_1k_train'] > 1
+  assert 'is_clf_1k' in evals[0] and not any(
+      k.startswith(('fid_1k', 'is_1k')) for k in evals[0])
+  assert len(os.listdir(tmp_path / 'cache')) == 1
