@@ -52,7 +52,8 @@ def test_mnist_dcgan_on_own_npz_writes_grid_and_updates_batchnorm(tmp_path):
 
 
 @pytest.mark.parametrize('name', ['cifar10_sngan', 'cifar10_dcgan',
-                                  'celeba64_dcgan', 'mnist_dcgan'])
+                                  'celeba64_dcgan', 'mnist_dcgan',
+                                  'mnist_cgan'])
 def test_tfds_configs_train_on_mocked_tfds(name, tmp_path):
   """Each TFDS config end to end, shrunk, with TFDS's reader mocked (in-process)."""
   config = importlib.import_module(f'configs.{name}').get_config()
@@ -68,8 +69,10 @@ def test_tfds_configs_train_on_mocked_tfds(name, tmp_path):
     state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 2
   grid = np.asarray(Image.open(tmp_path / 'samples' / 'step_0000002.png'))
-  size = {'mnist_dcgan': 28, 'celeba64_dcgan': 64}.get(name, 32)
-  assert grid.shape == (2 * (size + 2) + 2, 2 * (size + 2) + 2, 3)
+  size = {'mnist_dcgan': 28, 'mnist_cgan': 28, 'celeba64_dcgan': 64}.get(
+      name, 32)
+  rows = 10 if name == 'mnist_cgan' else 2  # Conditional: a row per class.
+  assert grid.shape == (rows * (size + 2) + 2, 2 * (size + 2) + 2, 3)
   if name == 'cifar10_sngan':
     # Spectral norm's power-iteration vectors are in the state, updated.
     us = [np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(
