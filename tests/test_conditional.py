@@ -1,4 +1,6 @@
 """Class-conditional GANs: labels in the data, the G and D heads, the grids."""
+import json
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -250,3 +252,14 @@ def test_label_accuracy_counts_high_quality_samples_at_their_label():
   m = toy_metrics.mode_metrics(samples, modes, 0.1, labels=[0, 1, 0, 1])
   assert m['label_acc'] == 0.5  # Right, right, wrong mode, not high quality.
   assert 'label_acc' not in toy_metrics.mode_metrics(samples, modes, 0.1)
+
+
+def test_conditional_with_a_gradient_penalty(tmp_path):
+  """Penalties differentiate D with the batch's labels held fixed."""
+  config = tiny_config('loss=wgan_gp', num_classes=8, steps_per_call=2)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 6
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  penalties_logged = [json.loads(l)['penalty'] for l in lines if 'penalty' in l]
+  assert penalties_logged and all(np.isfinite(penalties_logged))
+  assert all(p > 0 for p in penalties_logged)
