@@ -5,9 +5,12 @@
 #
 # STAGE: env (versions and the GPU), smoke (a quick pass over both models),
 # mnist (the PyTorch peer and mnist_dcgan in float32 and bfloat16 at batch 64,
-# 256, 1024), sngan (cifar10_sngan at batch 64 in both dtypes) or extra (the
-# ablations behind the README's proposals). The PyTorch peer must be at
-# .peers/torch_dcgan.py (a copy of ../shared/peers/torch_dcgan.py).
+# 256, 1024), sngan (the PyTorch SNGAN peer, eager and compiled, and
+# cifar10_sngan at batch 64 in both dtypes) or extra (the ablations behind the
+# README's proposals). The PyTorch DCGAN peer must be at .peers/torch_dcgan.py
+# (a copy of ../shared/peers/torch_dcgan.py); the SNGAN peer is in the repo,
+# benchmarks/peers/torch_sngan.py (a peer for benchmarking, not part of
+# gan_jax; its images_per_s is batch x iterations/s like train_step.py's).
 set -u
 stage=$1
 out=$2
@@ -29,6 +32,7 @@ case $stage in
         --batch_sizes=64 --iterations=10 --repeats=1 --nocheck_dtypes \
         --out="$out/smoke_sngan.json"
     python3 .peers/torch_dcgan.py eager 64 20
+    python3 benchmarks/peers/torch_sngan.py eager 64 5 2
     ;;
   mnist)
     python3 .peers/torch_dcgan.py eager,compile 64,256,1024 300 \
@@ -39,6 +43,8 @@ case $stage in
         --batch_sizes=64,256,1024 --out="$out/mnist_dcgan_bfloat16.json"
     ;;
   sngan)
+    python3 benchmarks/peers/torch_sngan.py eager,compile 64 200 \
+        | tee "$out/peer_torch_sngan.jsonl"
     bench --config configs/cifar10_sngan.py --batch_sizes=64 \
         --out="$out/cifar10_sngan_float32.json"
     bench --config configs/cifar10_sngan.py --config.dtype=bfloat16 \
