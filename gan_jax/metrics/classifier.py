@@ -14,10 +14,9 @@ The features are taken before their ReLU: after it, a trained net has units
 that are 0 on every real image (a third of them in tests), which makes FID's
 covariances singular. Flattening (no global pooling) keeps where things are
 in the image; the network is built for one image shape, stored with the
-weights. Numbers in
-this space compare only with numbers from the same checkpoint: the metric
-names say `clf` (image_metrics.py) and the reference statistics are keyed by
-the checkpoint's hash.
+weights. Numbers in this space compare only with numbers from the same
+checkpoint: the metric names say `clf` (image_metrics.py) and the reference
+statistics are keyed by the checkpoint's hash.
 
 A checkpoint is a directory: `params/` (orbax) and `classifier.json` (the
 architecture and how it was trained), the JSON written last, so a directory
