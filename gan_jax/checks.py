@@ -109,10 +109,12 @@ def check_gradient_penalty(config, d_model_state):
         f'the examples of a batch; {fix}, or drop the penalty')
 
 
-# Fields that may change when a run resumes: they do not change what is trained.
+# Fields that may change when a run resumes: they do not change what is trained
+# (a top-level name covers its subfields).
 HARMLESS = ('num_steps', 'log_every', 'eval_every', 'eval', 'checkpoint',
-            'steps_per_call', 'steps_per_call_on_cpu', 'resume_from_step', 'allow_config_change',
-            'nonfinite', 'collapse_threshold')
+            'steps_per_call', 'steps_per_call_on_cpu', 'resume_from_step',
+            'allow_config_change', 'nonfinite', 'collapse_threshold',
+            'g.conv_transpose')
 
 
 # Fields added after runs may have been saved, with the value that behaves as
@@ -142,7 +144,7 @@ def config_changes(saved, current):
   saved, current = _flatten(saved), _flatten(current)
   changes = []
   for name in sorted(set(saved) | set(current)):
-    if name.split('.')[0] in HARMLESS:
+    if name in HARMLESS or name.split('.')[0] in HARMLESS:
       continue
     old, new = saved.get(name, '<absent>'), current.get(name, '<absent>')
     if name not in saved and name in ADDED_FIELDS:

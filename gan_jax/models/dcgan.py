@@ -40,6 +40,9 @@ Config fields read:
       convolution and the Dense layer spectrally normalised, Miyato et al.
       2018, no BatchNorm) or 'none'. Without BatchNorm the convolutions have
       biases.
+  g.conv_transpose: how the transposed convolutions compute: 'auto'
+      (default: by phases on CPU, XLA's elsewhere), 'xla' or 'phases'; the
+      same function and parameters (gan_jax/models/conv_transpose.py).
   dtype: compute dtype, 'float32' (default) or 'bfloat16'; parameters are
       float32 either way.
 The examples must be 32x32 or 64x64 with any number of channels C.
@@ -53,6 +56,7 @@ import jax.numpy as jnp
 from gan_jax.errors import UserError
 from gan_jax.models import common
 from gan_jax.models import conditional
+from gan_jax.models import conv_transpose
 
 SIZES = (32, 64)
 G_NORMS = ('batch', 'layer', 'group', 'spectral', 'none')
@@ -69,9 +73,15 @@ class Generator(nn.Module):
   channels: int = 64
   dtype: Any = jnp.float32
   norm: str = DEFAULT_G_NORM
+  conv_transpose: str = 'xla'  # How they compute: 'xla' or 'phases'.
 
   @nn.compact
   def __call__(self, z, train: bool = True):
+    def up_conv(features, use_bias):
+      return conv_transpose.ConvTranspose(
+          features, (4, 4), (2, 2), use_bias=use_bias, dtype=self.dtype,
+          kernel_init=KERNEL_INIT, impl=self.conv_transpose)
+
     def layer(module, h):
       if self.norm == 'spectral':
         return nn.SpectralNorm(module, dtype=self.dtype)(h, update_stats=train)
@@ -97,12 +107,8 @@ class Generator(nn.Module):
     x = norm_relu(x.reshape(z.shape[0], 4, 4, ch))
     for _ in range(n - 1):
       ch //= 2
-      x = norm_relu(layer(nn.ConvTranspose(
-          ch, (4, 4), (2, 2), padding='SAME', use_bias=bias, dtype=self.dtype,
-          kernel_init=KERNEL_INIT), x))
-    x = layer(nn.ConvTranspose(self.out_channels, (4, 4), (2, 2),
-                               padding='SAME', dtype=self.dtype,
-                               kernel_init=KERNEL_INIT), x)
+      x = norm_relu(layer(up_conv(ch, bias), x))
+    x = layer(up_conv(self.out_channels, True), x)
     return jnp.tanh(x).astype(jnp.float32)
 
 
@@ -155,7 +161,7 @@ def build(config, example_shape):
   size, channels = common.square_image(example_shape, SIZES, 'dcgan')
   dtype = common.compute_dtype(config)
   return (Generator(size, channels, config.g.get('channels', 64), dtype,
-                    g_norm(config)),
+                    g_norm(config), conv_transpose.impl(config)),
           Discriminator(config.d.get('channels', 64), dtype, d_norm(config),
                         conditional.num_classes(config),
                         conditional.d_head(config)))

@@ -19,6 +19,9 @@ Config fields read:
       'resize_conv' (nearest-neighbour x2 upsampling, then a 5x5 stride-1
       convolution): the same shapes and parameter counts, and much faster on
       CPU, where XLA's transposed (input-dilated) convolutions are slow.
+  g.conv_transpose: how 'transpose' is computed: 'auto' (default: by phases
+      on CPU, XLA's elsewhere), 'xla' or 'phases'; the same function and
+      parameters either way (gan_jax/models/conv_transpose.py).
   g.norm: G's normalisation where the diagram has BN: 'batch' (the
       tutorial's, and the default; also 'default'), 'layer' (LayerNorm per
       example over the dense output, and over H, W, C after the up-convs,
@@ -45,6 +48,7 @@ import jax.numpy as jnp
 from gan_jax.errors import UserError
 from gan_jax.models import common
 from gan_jax.models import conditional
+from gan_jax.models import conv_transpose
 
 UPSAMPLE = ('transpose', 'resize_conv')
 G_NORMS = ('batch', 'layer', 'none')
@@ -57,12 +61,13 @@ LEAKY_SLOPE = 0.3
 DROPOUT = 0.3
 
 
-def _up_conv(x, features, stride, upsample, dtype, use_bias=False):
+def _up_conv(x, features, stride, upsample, dtype, use_bias=False,
+             impl='xla'):
   """A 5x5 'SAME' convolution that upsamples by `stride` (1 or 2)."""
   if upsample == 'transpose':
-    return nn.ConvTranspose(features, (5, 5), (stride, stride), padding='SAME',
-                            use_bias=use_bias, dtype=dtype,
-                            kernel_init=KERNEL_INIT)(x)
+    return conv_transpose.ConvTranspose(
+        features, (5, 5), (stride, stride), use_bias=use_bias, dtype=dtype,
+        kernel_init=KERNEL_INIT, impl=impl)(x)
   x = common.upsample_nearest(x, stride)
   return nn.Conv(features, (5, 5), padding='SAME', use_bias=use_bias,
                  dtype=dtype, kernel_init=KERNEL_INIT)(x)
@@ -73,9 +78,14 @@ class Generator(nn.Module):
   upsample: str = 'transpose'
   dtype: Any = jnp.float32
   norm: str = DEFAULT_G_NORM
+  conv_transpose: str = 'xla'  # How 'transpose' computes: 'xla' or 'phases'.
 
   @nn.compact
   def __call__(self, z, train: bool = True):
+    def up_conv(x, features, stride, use_bias=False):
+      return _up_conv(x, features, stride, self.upsample, self.dtype, use_bias,
+                      self.conv_transpose)
+
     def norm_act(x, reduction_axes):
       if self.norm == 'batch':
         x = common.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON)(x)
@@ -92,9 +102,8 @@ class Generator(nn.Module):
     # after a Dense layer does, before the reshape.
     x = norm_act(x, -1).reshape(z.shape[0], 7, 7, 256)
     for features, stride in ((128, 1), (64, 2)):
-      x = _up_conv(x, features, stride, self.upsample, self.dtype, bias)
-      x = norm_act(x, (1, 2, 3))
-    x = jnp.tanh(_up_conv(x, self.channels, 2, self.upsample, self.dtype))
+      x = norm_act(up_conv(x, features, stride, bias), (1, 2, 3))
+    x = jnp.tanh(up_conv(x, self.channels, 2))
     return x.astype(jnp.float32)
 
 
@@ -144,6 +153,7 @@ def build(config, example_shape):
     raise UserError(f'unknown config.g.upsample {upsample!r}; use one of: '
                     + ', '.join(UPSAMPLE))
   dtype = common.compute_dtype(config)
-  return (Generator(channels, upsample, dtype, g_norm(config)),
+  return (Generator(channels, upsample, dtype, g_norm(config),
+                    conv_transpose.impl(config)),
           Discriminator(dtype, conditional.num_classes(config),
                         conditional.d_head(config), d_norm(config)))
