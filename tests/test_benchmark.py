@@ -103,3 +103,20 @@ def test_hlo_dtypes_reads_operands():
       np.ones((4, 4), np.float32), np.ones((4, 4), np.float32)).compile(
           ).as_text()
   assert bench_util.hlo_dtypes(text) == {'dot f32xf32': 1}
+
+
+def test_conv_transpose_benchmark_times_every_layer(tmp_path):
+  out = tmp_path / 'ct.json'
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'conv_transpose.py'),
+       '--batch=1', '--repeats=1', f'--out={out}'],
+      env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = json.loads(out.read_text())['rows']
+  assert [r['model'] for r in rows] == ['dcgan_mnist'] * 3 + ['dcgan 32'] * 3
+  for row in rows:
+    for impl in ('xla', 'phases'):
+      assert row[f'{impl}_fwd_ms'] > 0 and row[f'{impl}_grad_ms'] > 0
+  assert '| dcgan_mnist | 7x7x128 -> 64, 5x5 stride 2 |' in proc.stdout
