@@ -96,8 +96,9 @@ def get_config(arg=None):
   # G until start_step steps are done.
   config.ema = ml_collections.ConfigDict(dict(decay=0.0, start_step=0))
   # Class-conditional GANs (gan_jax/models/conditional.py): num_classes > 0
-  # takes labels from the data; G gets the one-hot label with z ('concat'),
-  # D a 'projection' or 'acgan' head (acgan_weight: its classification loss).
+  # takes labels from the data; G gets the one-hot label with z ('concat')
+  # or per-class BatchNorm scale and shift ('cbn'), D a 'projection' or
+  # 'acgan' head (acgan_weight: its classification loss).
   config.num_classes = 0
   config.conditional = ml_collections.ConfigDict(dict(
       g='concat', d='projection', acgan_weight=1.0))

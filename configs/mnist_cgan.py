@@ -5,7 +5,8 @@
         --config.data.path=digits.npz
 
 configs/mnist_dcgan.py's networks and recipe, with num_classes=10: G takes
-the one-hot label with z, D ends in a projection head (Miyato & Koyama 2018)
+the one-hot label with z (--config.conditional.g=cbn: class-conditional
+BatchNorm instead), D ends in a projection head (Miyato & Koyama 2018)
 or an ACGAN classifier head (Odena et al. 2017). An .npz needs a `labels`
 array (tools/make_digits_npz.py writes one); a folder, one subfolder per class.
 Arguments: data (mnist, fashion_mnist or images), loss (a gan_jax.losses

@@ -132,6 +132,54 @@ def test_every_model_takes_labels(model, head):
         state.d.params))
 
 
+SHAPES = {'dcgan': (32, 32, 3), 'dcgan_mnist': (28, 28, 1),
+          'sngan_resnet': (32, 32, 3)}
+
+
+@pytest.mark.parametrize('model', sorted(SHAPES))
+def test_conditional_batch_norm_routes_each_label(model):
+  """conditional.g='cbn': z alone enters G, every BatchNorm has per-class
+  scale and shift, and a sample depends only on its own label's rows."""
+  config = tiny_config(num_classes=3, model=model, z_dim=8)
+  config.conditional.g = 'cbn'
+  config.g.channels = config.d.channels = 4
+  g, d = models.build(config, SHAPES[model])
+  state = state_lib.create(config, g, d, SHAPES[model])
+  flat = flax.traverse_util.flatten_dict(state.g.params, sep='/')
+  assert flat['base/Dense_0/kernel'].shape[0] == 8  # z only, no one-hot.
+  tables = {k: v for k, v in flat.items() if 'ConditionalBatchNorm' in k}
+  assert tables and all(k.endswith(('scale/embedding', 'bias/embedding'))
+                        and v.shape[0] == 3 for k, v in tables.items())
+  assert not any('BatchNorm_' in k and 'Conditional' not in k
+                 and k.endswith(('/scale', '/bias')) for k in flat)
+  assert 'mean' in str(state.g.model_state)  # Statistics still kept.
+  labels = jnp.array([0, 1, 2, 0])
+  z = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
+
+  def label0_sum(params):
+    x = g.apply({'params': params, **state.g.model_state}, z, train=False,
+                labels=labels)
+    return jnp.sum(x[labels == 0])
+
+  grads = flax.traverse_util.flatten_dict(jax.grad(label0_sum)(state.g.params),
+                                          sep='/')
+  for name in tables:
+    assert np.all(grads[name][1:] == 0), name  # Labels 1, 2 not used.
+  assert any(np.any(grads[name][0] != 0) for name in tables)
+
+
+@pytest.mark.parametrize('model,norm,match', [
+    ('mlp', 'default', "'cbn' needs a generator with BatchNorm"),
+    ('dcgan', 'layer', "config.g.norm is 'layer'")])
+def test_conditional_batch_norm_needs_batch_norm(model, norm, match):
+  config = tiny_config(num_classes=3, model=model, z_dim=8)
+  config.conditional.g = 'cbn'
+  config.g.norm = norm
+  shape = (2,) if model == 'mlp' else (32, 32, 3)
+  with pytest.raises(UserError, match=match):
+    models.build(config, shape)
+
+
 def test_unconditional_parameters_are_unchanged():
   """num_classes=0 builds the same tree as before conditioning existed."""
   config = tiny_config(model='dcgan_mnist', z_dim=100)
@@ -213,13 +261,16 @@ def test_conditional_toy_gan_puts_each_label_on_its_mode(head, tmp_path):
   assert accuracy > 0.9, accuracy
 
 
-def test_conditional_image_run_writes_one_grid_row_per_class(tmp_path):
+@pytest.mark.parametrize('g_mode', ['concat', 'cbn'])
+def test_conditional_image_run_writes_one_grid_row_per_class(tmp_path,
+                                                             g_mode):
   npz = tmp_path / 'd.npz'
   rng = np.random.default_rng(0)
   np.savez(npz, images=rng.integers(0, 256, (40, 28, 28), np.uint8),
            labels=np.arange(40) % 10)
   workdir = tmp_path / 'run'
   r = run_launch(['--config=configs/mnist_cgan.py:data=images,head=acgan',
+                  f'--config.conditional.g={g_mode}',
                   f'--config.data.path={npz}', '--config.g.upsample=resize_conv',
                   '--config.batch_size=8', '--config.num_steps=2',
                   '--config.log_every=1', '--config.eval_every=2',

@@ -27,19 +27,21 @@ def compute_dtype(config):
 
 
 def batch_norm(train: bool, dtype, momentum: float = 0.9,
-               epsilon: float = 1e-5, name=None) -> nn.BatchNorm:
+               epsilon: float = 1e-5, name=None,
+               affine: bool = True) -> nn.BatchNorm:
   """BatchNorm over the last axis, cross-replica when training.
 
   In training (inside the step's pmap) the batch statistics are averaged over
   all devices of axis `AXIS`, so the layer sees the global batch whatever the
   device count; in evaluation (outside pmap) the running averages are used and
   no axis is named. `momentum` is the running averages' decay (Keras' and
-  Flax's convention; PyTorch's momentum 0.1 is 0.9 here).
+  Flax's convention; PyTorch's momentum 0.1 is 0.9 here). `affine=False`:
+  no learned scale and shift (a conditional BatchNorm brings its own).
   """
   return nn.BatchNorm(use_running_average=not train,
                       axis_name=AXIS if train else None, momentum=momentum,
                       epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
-                      name=name)
+                      use_scale=affine, use_bias=affine, name=name)
 
 
 def norm_name(config, net: str, model: str, norms, default: str) -> str:

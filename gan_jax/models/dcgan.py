@@ -74,9 +74,10 @@ class Generator(nn.Module):
   dtype: Any = jnp.float32
   norm: str = DEFAULT_G_NORM
   conv_transpose: str = 'xla'  # How they compute: 'xla' or 'phases'.
+  num_classes: int = 0  # > 0: conditional BatchNorm on `labels`.
 
   @nn.compact
-  def __call__(self, z, train: bool = True):
+  def __call__(self, z, train: bool = True, labels=None):
     def up_conv(features, use_bias):
       return conv_transpose.ConvTranspose(
           features, (4, 4), (2, 2), use_bias=use_bias, dtype=self.dtype,
@@ -89,7 +90,9 @@ class Generator(nn.Module):
 
     def norm_relu(x):
       if self.norm == 'batch':
-        x = common.batch_norm(train, self.dtype)(x)
+        x = conditional.batch_norm(train, self.dtype,
+                                   num_classes_=self.num_classes,
+                                   labels=labels)(x)
       elif self.norm == 'layer':
         x = nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=self.dtype,
                          param_dtype=jnp.float32)(x)
@@ -161,7 +164,8 @@ def build(config, example_shape):
   size, channels = common.square_image(example_shape, SIZES, 'dcgan')
   dtype = common.compute_dtype(config)
   return (Generator(size, channels, config.g.get('channels', 64), dtype,
-                    g_norm(config), conv_transpose.impl(config)),
+                    g_norm(config), conv_transpose.impl(config),
+                    conditional.cbn_classes(config, 'dcgan', g_norm(config))),
           Discriminator(config.d.get('channels', 64), dtype, d_norm(config),
                         conditional.num_classes(config),
                         conditional.d_head(config)))

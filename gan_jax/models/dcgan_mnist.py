@@ -79,16 +79,18 @@ class Generator(nn.Module):
   dtype: Any = jnp.float32
   norm: str = DEFAULT_G_NORM
   conv_transpose: str = 'xla'  # How 'transpose' computes: 'xla' or 'phases'.
+  num_classes: int = 0  # > 0: conditional BatchNorm on `labels`.
 
   @nn.compact
-  def __call__(self, z, train: bool = True):
+  def __call__(self, z, train: bool = True, labels=None):
     def up_conv(x, features, stride, use_bias=False):
       return _up_conv(x, features, stride, self.upsample, self.dtype, use_bias,
                       self.conv_transpose)
 
     def norm_act(x, reduction_axes):
       if self.norm == 'batch':
-        x = common.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON)(x)
+        x = conditional.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON,
+                                   self.num_classes, labels)(x)
       elif self.norm == 'layer':
         x = nn.LayerNorm(epsilon=BN_EPSILON, reduction_axes=reduction_axes,
                          dtype=self.dtype, param_dtype=jnp.float32)(x)
@@ -154,6 +156,8 @@ def build(config, example_shape):
                     + ', '.join(UPSAMPLE))
   dtype = common.compute_dtype(config)
   return (Generator(channels, upsample, dtype, g_norm(config),
-                    conv_transpose.impl(config)),
+                    conv_transpose.impl(config),
+                    conditional.cbn_classes(config, 'dcgan_mnist',
+                                            g_norm(config))),
           Discriminator(dtype, conditional.num_classes(config),
                         conditional.d_head(config), d_norm(config)))

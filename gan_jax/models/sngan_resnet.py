@@ -81,12 +81,14 @@ class GBlock(nn.Module):
   features: int
   dtype: Any = jnp.float32
   norm: str = DEFAULT_G_NORM
+  num_classes: int = 0  # > 0: conditional BatchNorm on `labels`.
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, labels=None):
     def bn_relu(h):
       if self.norm == 'batch':
-        h = common.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON)(h)
+        h = conditional.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON,
+                                   self.num_classes, labels)(h)
       return nn.relu(h)
 
     h = common.upsample_nearest(bn_relu(x))
@@ -132,17 +134,19 @@ class Generator(nn.Module):
   channels: int = 256
   dtype: Any = jnp.float32
   norm: str = DEFAULT_G_NORM
+  num_classes: int = 0  # > 0: conditional BatchNorm on `labels`.
 
   @nn.compact
-  def __call__(self, z, train: bool = True):
+  def __call__(self, z, train: bool = True, labels=None):
     ch = self.channels
     x = nn.Dense(4 * 4 * ch, dtype=self.dtype, kernel_init=INIT)(
         z.astype(self.dtype))
     x = x.reshape(z.shape[0], 4, 4, ch)
     for _ in range(3):
-      x = GBlock(ch, self.dtype, self.norm)(x, train)
+      x = GBlock(ch, self.dtype, self.norm, self.num_classes)(x, train, labels)
     if self.norm == 'batch':
-      x = common.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON)(x)
+      x = conditional.batch_norm(train, self.dtype, BN_MOMENTUM, BN_EPSILON,
+                                 self.num_classes, labels)(x)
     x = _conv(self.out_channels, 3, self.dtype, INIT)(nn.relu(x))
     return jnp.tanh(x).astype(jnp.float32)
 
@@ -188,7 +192,9 @@ def build(config, example_shape):
   _, channels = common.square_image(example_shape, SIZES, 'sngan_resnet')
   dtype = common.compute_dtype(config)
   return (Generator(channels, config.g.get('channels', 256), dtype,
-                    g_norm(config)),
+                    g_norm(config),
+                    conditional.cbn_classes(config, 'sngan_resnet',
+                                            g_norm(config))),
           Discriminator(config.d.get('channels', 128), dtype,
                         conditional.num_classes(config),
                         conditional.d_head(config), d_norm(config)))
