@@ -22,7 +22,8 @@ def get_config(arg=None):
       batch_size=256, num_steps=11_700, lr=1e-4, b1=0.9, b2=0.999)
   if args['data'] == 'images':
     config.data.image_size = 28
-  # 'transpose' is the tutorial's; 'resize_conv' has the same shapes and
-  # parameter count and compiles and runs much faster on CPU.
+  # 'transpose' is the tutorial's (computed by phases on CPU, see
+  # config.g.conv_transpose); 'resize_conv' has the same shapes and parameter
+  # count (gan_jax/models/dcgan_mnist.py).
   config.g.upsample = 'transpose'
   return config

@@ -17,8 +17,8 @@ Config fields read:
   z_dim: noise size (the tutorial's is 100).
   g.upsample: 'transpose' (default; the tutorial's transposed convolutions) or
       'resize_conv' (nearest-neighbour x2 upsampling, then a 5x5 stride-1
-      convolution): the same shapes and parameter counts, and much faster on
-      CPU, where XLA's transposed (input-dilated) convolutions are slow.
+      convolution, Odena et al. 2016): the same shapes and parameter counts,
+      a different function (no checkerboard artefacts by construction).
   g.conv_transpose: how 'transpose' is computed: 'auto' (default: by phases
       on CPU, XLA's elsewhere), 'xla' or 'phases'; the same function and
       parameters either way (gan_jax/models/conv_transpose.py).
