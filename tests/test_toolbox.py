@@ -412,6 +412,18 @@ def test_collapse_threshold_may_change_on_resume():
   assert checks.config_changes(saved, current) == ['ema.decay: 0.0 -> 0.9']
 
 
+def test_conv_transpose_impl_may_change_on_resume():
+  """The same function either way: a CPU run resumes on a GPU and back."""
+  saved = tiny_config(g__conv_transpose='phases').to_dict()
+  current = tiny_config(g__conv_transpose='xla').to_dict()
+  assert checks.config_changes(saved, current) == []
+  del saved['g']['conv_transpose']  # Saved before the field existed.
+  assert checks.config_changes(saved, current) == []
+  current['g']['norm'] = 'layer'  # A dotted name next to it still counts.
+  assert checks.config_changes(saved, current) == [
+      "g.norm: 'default' -> 'layer'"]
+
+
 def test_runs_saved_before_the_toolbox_fields_resume():
   current = tiny_config().to_dict()
   saved = tiny_config().to_dict()
