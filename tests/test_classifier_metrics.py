@@ -135,6 +135,38 @@ def test_fid_in_classifier_space(trained, tmp_path):
   assert len(os.listdir(tmp_path)) == 1  # One reference, cached.
 
 
+def test_class_coverage_by_hand():
+  # 10 samples over 4 classes: 4 x class 0, 3 x class 1, 3 x class 2 (one
+  # of them unsure), none of class 3.
+  sure, unsure = 10., 0.5
+  logits = np.zeros((10, 4))
+  for i, (k, margin) in enumerate([(0, sure)] * 4 + [(1, sure)] * 3
+                                  + [(2, sure)] * 2 + [(2, unsure)]):
+    logits[i, k] = margin
+  got = im.class_coverage(logits)
+  assert got[''] == 3  # Even share 2.5; half of it, 1.25: classes 0, 1, 2.
+  assert got['min_share'] == 0
+  assert got['confident'] == pytest.approx(0.9)
+  balanced = im.class_coverage(np.eye(4)[np.arange(8) % 4] * sure)
+  assert balanced == {'': 4, 'min_share': 1, 'confident': 1}
+
+
+def test_class_coverage_on_real_and_one_class_samples(trained, tmp_path):
+  _, ckpt, _ = trained
+  real, _ = _squares(300, seed=2)
+  fresh = _eval(ckpt, tmp_path, _squares(300, seed=3)[0], real,
+                ['classes_clf'])
+  one_class = _eval(ckpt, tmp_path, _squares(300, seed=4, classes=(0,))[0],
+                    real, ['classes_clf'])
+  assert set(fresh) == {'classes_clf', 'classes_clf/min_share',
+                        'classes_clf/confident'}
+  assert fresh['classes_clf'] == 4 and fresh['classes_clf/min_share'] > 0.7
+  assert fresh['classes_clf/confident'] > 0.8
+  assert one_class['classes_clf'] == 1
+  assert one_class['classes_clf/min_share'] == 0
+  assert not os.listdir(tmp_path)  # No reference statistics needed.
+
+
 def test_reference_cache_is_keyed_by_the_checkpoint(trained, tmp_path):
   _, ckpt, _ = trained
   other = str(tmp_path / 'other')

@@ -249,6 +249,28 @@ def density_coverage(real, fake, k=5):
   return float(density), float(np.mean(covered))
 
 
+def class_coverage(logits, confidence=0.9):
+  """How a labelled-data classifier sorts generated images, from its logits
+  [n, N]: {'' : classes covered, 'min_share', 'confident'}.
+
+  A class is covered when at least half its even share of the samples, n/(2N),
+  is predicted as it; min_share is the rarest class's share over the even
+  share 1/N (1: perfectly balanced, 0: a class missing); confident is the
+  fraction of samples with top probability >= `confidence` (recognisable to
+  the classifier). A mode-coverage count in the spirit of the "modes" of
+  Che et al. 2017 and Srivastava et al. 2017, on a classifier instead of
+  mode centres.
+  """
+  logits = np.asarray(logits, np.float64)
+  n, num_classes = logits.shape
+  p = np.exp(logits - logits.max(axis=1, keepdims=True))
+  p /= p.sum(axis=1, keepdims=True)
+  share = np.bincount(p.argmax(axis=1), minlength=num_classes) / n
+  return {'': float(np.sum(share >= 0.5 / num_classes)),
+          'min_share': float(share.min() * num_classes),
+          'confident': float(np.mean(p.max(axis=1) >= confidence))}
+
+
 # --- The registry -----------------------------------------------------------
 
 
@@ -270,6 +292,11 @@ def _is(fake, ref, cfg):
   del ref
   mean, std = inception_score(fake['logits_unbiased'], field(cfg, 'is_splits'))
   return {'': mean, 'std': std}
+
+
+def _classes(fake, ref, cfg):
+  del ref, cfg
+  return class_coverage(fake['logits_unbiased'])
 
 
 def _pr(fake, ref, cfg):
@@ -310,18 +337,23 @@ def register(name, fn, num_samples=None, split=None, needs_real=True,
 # Feature spaces and the tag their metric names carry after the kind.
 SPACE_TAGS = {'inception': '', 'classifier': 'clf'}
 _KINDS = {'fid': _fid, 'kid': _kid, 'pr': _pr, 'dc': _dc}
+_SIZES = ((1_000, '1k'), (5_000, '5k'), (10_000, '10k'), (50_000, '50k'))
 for _space, _tag in SPACE_TAGS.items():
   _t = f'_{_tag}' if _tag else ''
   for _kind, _fn in _KINDS.items():
     register(f'{_kind}{_t}', _fn, space=_space)
   register(f'is{_t}', _is, needs_real=False, space=_space)
-  for _n, _label in ((1_000, '1k'), (5_000, '5k'), (10_000, '10k'),
-                     (50_000, '50k')):
+  for _n, _label in _SIZES:
     for _kind, _fn in _KINDS.items():
       for _split in ('train', 'test'):
         register(f'{_kind}{_t}_{_label}_{_split}', _fn, _n, _split,
                  space=_space)
     register(f'is{_t}_{_label}', _is, _n, needs_real=False, space=_space)
+# Class coverage needs a classifier of the data's own classes: not Inception.
+register('classes_clf', _classes, needs_real=False, space='classifier')
+for _n, _label in _SIZES:
+  register(f'classes_clf_{_label}', _classes, _n, needs_real=False,
+           space='classifier')
 
 
 def get(name):
@@ -329,7 +361,8 @@ def get(name):
     raise UserError(f'unknown image metric {name!r}; known: fid, kid, is, pr, '
                     'dc, or <fid|kid|pr|dc>_<1k|5k|10k|50k>_<train|test>, '
                     'is_<1k|5k|10k|50k>, each also with _clf after the kind '
-                    '(classifier features, e.g. fid_clf_10k_train)')
+                    '(classifier features, e.g. fid_clf_10k_train), and '
+                    'classes_clf[_<1k|5k|10k|50k>] (class coverage)')
   return METRICS[name]
 
 
