@@ -44,6 +44,10 @@ def get_config(arg=None):
   config.batch_size = 256  # Global, over all devices and hosts.
   config.num_steps = 4000
   config.d_steps = 1  # D updates per G update, each on its own batch.
+  # 'alternating': D updates, then G's through the updated D (fresh noise);
+  # 'simultaneous': both from one forward pass at the same (G, D), as the
+  # TensorFlow DCGAN tutorial (d_steps 1; gan_jax/step.py).
+  config.updates = 'alternating'
   # Train steps per compiled call (a lax.scan); logging, evaluation and
   # checkpoints still happen at their steps. Helps small, dispatch-bound models.
   config.steps_per_call = 50

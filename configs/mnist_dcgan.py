@@ -6,7 +6,9 @@
         --config.data.path=digits.npz
 
 Non-saturating BCE from logits, Adam(1e-4) for each network (Keras' betas),
-batch 256, 50 epochs of the 60,000 training images (11,700 steps). MNIST must
+batch 256, 50 epochs of the 60,000 training images (11,700 steps). The
+tutorial takes both gradients from one forward pass
+(--config.updates=simultaneous does that); the default alternates. MNIST must
 be prepared once as array_record (gan_jax/data/tfds_data.py says how); `images`
 takes your own 28x28 images (a folder or an .npz).
 Arguments: data (mnist, fashion_mnist or images), loss (a gan_jax.losses name).

@@ -4,6 +4,7 @@ import jax
 from gan_jax import augment
 from gan_jax import losses
 from gan_jax import penalties
+from gan_jax import step
 from gan_jax.errors import UserError
 
 # The models that read config.{g,d}.norm, and for which networks.
@@ -47,6 +48,14 @@ def validate(config):
         f'd.pack={pack} must divide the per-device batch '
         f'(batch_size {config.batch_size} over {devices} devices); use a '
         f'batch_size that is a multiple of {pack * devices}')
+  mode = step.updates(config)
+  if mode not in step.UPDATES:
+    raise UserError(f'unknown updates {mode!r}; set config.updates to one of: '
+                    + ', '.join(step.UPDATES))
+  if mode == 'simultaneous' and config.d_steps != 1:
+    raise UserError(f"updates='simultaneous' takes one D update per G update, "
+                    f'but d_steps is {config.d_steps}; pass --config.d_steps=1 '
+                    "or --config.updates=alternating")
   classes = config.get('num_classes', 0)
   if not (isinstance(classes, int) and classes >= 0):
     raise UserError(f'num_classes must be an integer >= 0 (0: unconditional), '
@@ -125,6 +134,7 @@ ADDED_FIELDS = {
     'd.pack': 1, 'penalty.every': 1, 'augment.policy': '', 'ema.decay': 0.0,
     'ema.start_step': 0, 'num_classes': 0, 'conditional.g': 'concat',
     'conditional.d': 'projection', 'conditional.acgan_weight': 1.0,
+    'updates': 'alternating',
 }
 
 

@@ -1,5 +1,12 @@
 """The pure GAN train step: `config.d_steps` D updates, then one G update.
 
+With `config.updates='simultaneous'` (d_steps 1) the D and G updates are
+simultaneous instead: one G forward and one D pass give both losses, both
+gradients are taken at the same (G, D) and both networks update, as the
+TensorFlow DCGAN tutorial's step does (and "simultaneous gradient descent" in
+the analyses of Mescheder et al. 2017); the default 'alternating' updates D
+first and takes G's gradient through the updated D on fresh noise.
+
 `make_train_step(...)` returns `train_step(state, batch) -> (state, metrics)`
 for one device, to be wrapped in `jax.pmap(..., axis_name=AXIS)`. `batch` holds
 this device's share of `d_steps` consecutive global batches,
@@ -207,6 +214,14 @@ def unrolled_scan(f, carry, xs):
   return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)
 
 
+UPDATES = ('alternating', 'simultaneous')
+
+
+def updates(config) -> str:
+  """`config.updates`: 'alternating' (the default) or 'simultaneous'."""
+  return config.get('updates', 'alternating')
+
+
 def make_train_step(config):
   """Builds the per-device train step for `config` (loss, penalty, d_steps,
   augmentation, packing, EMA)."""
@@ -243,6 +258,63 @@ def make_train_step(config):
     return _apply(g, g.params if g_params is None else g_params, z, True,
                   _dropout_key(keys), labels)
 
+  def d_objective(state, d_params, real_in, fake_in, labels, k, first):
+    """D's loss on the views of a real and a generated batch, in one D pass
+    over both: (d_loss, (aux, new_d_state, (real_logits, fake_logits,
+    fake_class_logits)))."""
+    local_batch = real_in.shape[0] * m
+    both = jnp.concatenate([real_in, fake_in])
+    out, new_d_state = _apply(
+        state.d, d_params, both, True, _dropout_key(k),
+        None if labels is None else jnp.concatenate([labels, labels]))
+    logits, class_logits = split_d_output(out)
+    real_logits, fake_logits = jnp.split(logits, 2)
+    fake_class = None
+    d_loss, _ = loss.fn(real_logits, fake_logits)
+    aux = {'d_real': jnp.mean(real_logits), 'd_fake': jnp.mean(fake_logits),
+           'd_loss': d_loss}
+    if class_logits is not None:  # ACGAN: classify real and fake.
+      real_class, fake_class = jnp.split(class_logits, 2)
+      aux['d_class_loss'] = (class_loss(real_class, labels)
+                             + class_loss(fake_class, labels))
+      aux['d_class_acc'] = jnp.mean(jnp.argmax(real_class, -1) == labels)
+      d_loss = d_loss + acgan_weight * aux['d_class_loss']
+    if penalty_fn is not None:
+      d_fn = lambda x: split_d_output(_apply(
+          state.d, d_params, x, True, _dropout_key(k), labels)[0])[0]
+      # One key per packed example, by its global index.
+      pen_keys = rng.example_keys(jax.random.fold_in(k, rng.PENALTY),
+                                  first // m, local_batch // m)
+      term, pen = penalties.lazy(
+          lambda: penalty_fn(d_fn, real_in, fake_in, pen_keys, axis_name=AXIS),
+          state.d.step, penalty_every, penalty_weight)
+      d_loss = d_loss + term
+      aux['penalty'] = pen
+      if penalty_every > 1:
+        aux[PENALTY_APPLIED] = (state.d.step % penalty_every == 0).astype(
+            jnp.float32)
+    return d_loss, (aux, new_d_state, (real_logits, fake_logits, fake_class))
+
+  def g_objective(real_logits, fake_logits, fake_class, labels):
+    """G's loss on D's logits of a generated (and the real) batch:
+    (g_loss, the parts logged)."""
+    _, g_loss = loss.fn(lax.stop_gradient(real_logits), fake_logits)
+    parts = {'g_loss': g_loss}
+    if fake_class is not None:  # ACGAN: G wants its fakes classified right.
+      parts['g_class_loss'] = class_loss(fake_class, labels)
+      g_loss = g_loss + acgan_weight * parts['g_class_loss']
+    return g_loss, parts
+
+  def apply_d(state, grads, new_d_state, aux):
+    """D's update from this device's gradients (averaged over devices)."""
+    grads = lax.pmean(grads, AXIS)
+    new_d_state = lax.pmean(new_d_state, AXIS)
+    d = state.d.apply_gradients(grads=grads, model_state=new_d_state)
+    if clip is not None:
+      d = d.replace(params=jax.tree.map(lambda p: jnp.clip(p, -clip, clip), d.params))
+    aux['d_grad_norm'] = optax.tree.norm(grads)
+    return state.replace(d=d), aux
+
   def d_update(carry, real):
     state, key = carry[0], carry[1]
     j = carry[2]
@@ -253,56 +325,22 @@ def make_train_step(config):
     k = jax.random.fold_in(key, j)
     fake, _ = generate(state.g, k, first, local_batch, labels)
     fake = lax.stop_gradient(fake)
-
     real_in = d_view(real, k, first, 0)
     fake_in = d_view(fake, k, first, 1)
+    grads, (aux, new_d_state, _) = jax.grad(
+        lambda p: d_objective(state, p, real_in, fake_in, labels, k, first),
+        has_aux=True)(state.d.params)
+    state, aux = apply_d(state, grads, new_d_state, aux)
+    return (state, key, j + 1), aux
 
-    def d_loss_fn(d_params):
-      both = jnp.concatenate([real_in, fake_in])
-      out, new_d_state = _apply(
-          state.d, d_params, both, True, _dropout_key(k),
-          None if labels is None else jnp.concatenate([labels, labels]))
-      logits, class_logits = split_d_output(out)
-      real_logits, fake_logits = jnp.split(logits, 2)
-      d_loss, _ = loss.fn(real_logits, fake_logits)
-      aux = {'d_real': jnp.mean(real_logits), 'd_fake': jnp.mean(fake_logits),
-             'd_loss': d_loss}
-      if class_logits is not None:  # ACGAN: classify real and fake.
-        real_class, fake_class = jnp.split(class_logits, 2)
-        aux['d_class_loss'] = (class_loss(real_class, labels)
-                               + class_loss(fake_class, labels))
-        aux['d_class_acc'] = jnp.mean(jnp.argmax(real_class, -1) == labels)
-        d_loss = d_loss + acgan_weight * aux['d_class_loss']
-      if penalty_fn is not None:
-        d_fn = lambda x: split_d_output(_apply(
-            state.d, d_params, x, True, _dropout_key(k), labels)[0])[0]
-        # One key per packed example, by its global index.
-        pen_keys = rng.example_keys(jax.random.fold_in(k, rng.PENALTY),
-                                    first // m, local_batch // m)
-        term, pen = penalties.lazy(
-            lambda: penalty_fn(d_fn, real_in, fake_in, pen_keys, axis_name=AXIS),
-            state.d.step, penalty_every, penalty_weight)
-        d_loss = d_loss + term
-        aux['penalty'] = pen
-        if penalty_every > 1:
-          aux[PENALTY_APPLIED] = (state.d.step % penalty_every == 0).astype(
-              jnp.float32)
-      return d_loss, (aux, new_d_state)
+  def d_is_bad(d_metrics):
+    return jnp.any(~jnp.isfinite(d_metrics['d_loss'])
+                   | ~jnp.isfinite(d_metrics['d_grad_norm']))
 
-    grads, (aux, new_d_state) = jax.grad(d_loss_fn, has_aux=True)(state.d.params)
-    grads = lax.pmean(grads, AXIS)
-    new_d_state = lax.pmean(new_d_state, AXIS)
-    d = state.d.apply_gradients(grads=grads, model_state=new_d_state)
-    if clip is not None:
-      d = d.replace(params=jax.tree.map(lambda p: jnp.clip(p, -clip, clip), d.params))
-    aux['d_grad_norm'] = optax.tree.norm(grads)
-    return (state.replace(d=d), key, j + 1), aux
-
-  def train_step(state, batch):
+  def alternating_step(state, batch):
     key = jax.random.fold_in(state.key, state.step)
     (state, _, _), d_metrics = unrolled_scan(d_update, (state, key, 0), batch)
-    d_bad = jnp.any(~jnp.isfinite(d_metrics['d_loss'])
-                    | ~jnp.isfinite(d_metrics['d_grad_norm']))
+    d_bad = d_is_bad(d_metrics)
     d_metrics = _last(d_metrics)  # The last D update's.
 
     real, labels = split_batch(jax.tree.map(lambda b: b[-1], batch))
@@ -323,15 +361,45 @@ def make_train_step(config):
                            True, _dropout_key(k), labels)
       fake_logits, fake_class = split_d_output(fake_out)
       real_logits, _ = split_d_output(real_out)
-      _, g_loss = loss.fn(lax.stop_gradient(real_logits), fake_logits)
-      parts = {'g_loss': g_loss}
-      if fake_class is not None:  # ACGAN: G wants its fakes classified right.
-        parts['g_class_loss'] = class_loss(fake_class, labels)
-        g_loss = g_loss + acgan_weight * parts['g_class_loss']
+      g_loss, parts = g_objective(real_logits, fake_logits, fake_class, labels)
       return g_loss, (new_g_state, fake, parts)
 
     (_, (new_g_state, fake, g_parts)), grads = jax.value_and_grad(
         g_loss_fn, has_aux=True)(state.g.params)
+    return finish(state, d_metrics, d_bad, grads, new_g_state, g_parts, fake,
+                  real)
+
+  def simultaneous_step(state, batch):
+    """One G forward and one D pass give both losses; both gradients are
+    taken at the same (G, D), then both networks update (the TensorFlow
+    DCGAN tutorial's step; d_steps is 1)."""
+    key = jax.random.fold_in(state.key, state.step)
+    real, labels = split_batch(jax.tree.map(lambda b: b[0], batch))
+    local_batch = real.shape[0]
+    first = lax.axis_index(AXIS) * local_batch
+    k = jax.random.fold_in(key, 0)
+
+    def losses_fn(g_params, d_params):
+      fake, new_g_state = generate(state.g, k, first, local_batch, labels,
+                                   g_params)
+      d_loss, (aux, new_d_state, logits) = d_objective(
+          state, d_params, d_view(real, k, first, 0),
+          d_view(fake, k, first, 1), labels, k, first)
+      g_loss, g_parts = g_objective(*logits, labels)
+      return (d_loss, g_loss), (aux, new_d_state, new_g_state, g_parts, fake)
+
+    (d_loss, _), vjp_fn, (aux, new_d_state, new_g_state, g_parts, fake) = (
+        jax.vjp(losses_fn, state.g.params, state.d.params, has_aux=True))
+    one, zero = jnp.ones_like(d_loss), jnp.zeros_like(d_loss)
+    _, d_grads = vjp_fn((one, zero))  # d d_loss / d D
+    g_grads, _ = vjp_fn((zero, one))  # d g_loss / d G
+    state, d_metrics = apply_d(state, d_grads, new_d_state, aux)
+    return finish(state, d_metrics, d_is_bad(d_metrics), g_grads, new_g_state,
+                  g_parts, fake, real)
+
+  def finish(state, d_metrics, d_bad, grads, new_g_state, g_parts, fake, real):
+    """G's update from its gradients, the metrics, the non-finite guard, the
+    EMA: the end of either step."""
     grads = lax.pmean(grads, AXIS)
     new_g_state = lax.pmean(new_g_state, AXIS)
     g = state.g.apply_gradients(grads=grads, model_state=new_g_state)
@@ -364,7 +432,9 @@ def make_train_step(config):
       g_ema = update_ema(config, g_ema, g.params, step_no)
     return state.replace(g=g, step=step_no, g_ema=g_ema), metrics
 
-  return train_step
+  if updates(config) == 'simultaneous':
+    return simultaneous_step
+  return alternating_step
 
 
 def steps_per_call(config) -> int:
