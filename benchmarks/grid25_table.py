@@ -48,6 +48,8 @@ VARIANTS = {
                                             'penalty.weight': 1.0}),
     'pack m=2': ('data=grid25', {'d.pack': 2}),
     'pack m=4': ('data=grid25', {'d.pack': 4}),
+    # Both gradients at the same point (gan_jax/step.py, config.updates).
+    'simultaneous': ('data=grid25', {'updates': 'simultaneous'}),
     # Class-conditional on the mode index (25 classes): label_acc is the
     # fraction of samples at the mode they were asked for.
     'conditional projection': ('data=grid25', {'num_classes': 25,

@@ -224,7 +224,7 @@ def updates(config) -> str:
 
 def make_train_step(config):
   """Builds the per-device train step for `config` (loss, penalty, d_steps,
-  augmentation, packing, EMA)."""
+  updates, augmentation, packing, EMA)."""
   loss = losses.get(config.loss.name)
   penalty_name = penalties.penalty_name(config, loss)
   penalty_fn = penalties.get(penalty_name) if penalty_name else None
