@@ -262,7 +262,6 @@ def make_train_step(config):
     """D's loss on the views of a real and a generated batch, in one D pass
     over both: (d_loss, (aux, new_d_state, (real_logits, fake_logits,
     fake_class_logits)))."""
-    local_batch = real_in.shape[0] * m
     both = jnp.concatenate([real_in, fake_in])
     out, new_d_state = _apply(
         state.d, d_params, both, True, _dropout_key(k),
@@ -282,9 +281,9 @@ def make_train_step(config):
     if penalty_fn is not None:
       d_fn = lambda x: split_d_output(_apply(
           state.d, d_params, x, True, _dropout_key(k), labels)[0])[0]
-      # One key per packed example, by its global index.
+      # One key per packed example (real_in is packed), by its global index.
       pen_keys = rng.example_keys(jax.random.fold_in(k, rng.PENALTY),
-                                  first // m, local_batch // m)
+                                  first // m, real_in.shape[0])
       term, pen = penalties.lazy(
           lambda: penalty_fn(d_fn, real_in, fake_in, pen_keys, axis_name=AXIS),
           state.d.step, penalty_every, penalty_weight)
