@@ -120,7 +120,10 @@ def get_config(arg=None):
 
   config.log_every = 200
   config.eval_every = 1000
-  config.eval = ml_collections.ConfigDict(dict(num_samples=2500, seed=0))
+  # eval.ema: with config.ema on, evaluate the EMA generator (True) or the
+  # trained one (False: metrics and files get a '_raw' suffix).
+  config.eval = ml_collections.ConfigDict(dict(num_samples=2500, seed=0,
+                                               ema=True))
   config.checkpoint = ml_collections.ConfigDict(dict(
       every=1000, keep=3, keep_every=0, use_async=True))
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from gan_jax import data
 from gan_jax import plots
+from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax.data import toy
 from gan_jax.metrics import image_metrics
@@ -42,16 +43,28 @@ def _dataset_key(config):
   return f'{name}:{config.data.get("image_size") or "native"}'
 
 
-def _save_picture(image, step, workdir, writer):
-  """samples/step_XXXXXXX.png in the workdir (process 0) and TensorBoard."""
+def generator(config, state):
+  """(G to evaluate, tag): the EMA generator when `config.ema` is on, unless
+  `config.eval.ema` is False; then the trained G, tagged '_raw' so that its
+  metrics, pictures and files do not overwrite the EMA generator's."""
+  use_ema = config.eval.get('ema', True)
+  tag = '_raw' if state.g_ema is not None and not use_ema else ''
+  return state_lib.sampling_generator(state, use_ema), tag
+
+
+def _save_picture(image, step, workdir, writer, tag=''):
+  """samples/step_XXXXXXX{tag}.png in the workdir (process 0) and TensorBoard."""
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
-    plots.save_png(image, os.path.join(workdir, 'samples', f'step_{step:07d}.png'))
-  writer.write_image(step, 'samples', image)
+    plots.save_png(image, os.path.join(workdir, 'samples',
+                                       f'step_{step:07d}{tag}.png'))
+  writer.write_image(step, f'samples{tag}', image)
 
 
-def evaluate(config, generate, g_state, step, workdir, writer):
+def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   """Evaluates the generator `g_state` (one copy); returns scalar metrics.
+
+  `tag` (see `generator`) is appended to the metric names and the picture's.
 
   The noise is drawn from the fixed key `config.eval.seed`, so the pictures of
   successive evaluations show the same z and are comparable over time.
@@ -69,8 +82,8 @@ def evaluate(config, generate, g_state, step, workdir, writer):
     m = toy_metrics.mode_metrics(fake, modes, std, labels=labels)
     real = toy.sample(modes, std, config.eval.num_samples,
                       np.random.default_rng(config.eval.seed))
-    _save_picture(plots.scatter(real, fake), step, workdir, writer)
-    return m
+    _save_picture(plots.scatter(real, fake), step, workdir, writer, tag)
+    return {f'{name}{tag}': value for name, value in m.items()}
   rows = cols = config.eval.grid_rows
   labels = None
   classes = step_lib.num_classes(config)
@@ -78,7 +91,8 @@ def evaluate(config, generate, g_state, step, workdir, writer):
     rows = classes
     labels = jnp.repeat(jnp.arange(classes, dtype=jnp.int32), cols)
   fake = np.asarray(generate(g_state, key, rows * cols, labels))
-  _save_picture(plots.image_grid(fake, rows, cols=cols), step, workdir, writer)
+  _save_picture(plots.image_grid(fake, rows, cols=cols), step, workdir, writer,
+                tag)
   # Image metrics run on process 0 only: no collectives are involved, the
   # numbers are written by process 0 alone, and one host writes the reference
   # statistics' cache. The other hosts go on and wait in the next train step.
@@ -89,6 +103,7 @@ def evaluate(config, generate, g_state, step, workdir, writer):
   def sample_fn(n):  # New noise every call, the same at every evaluation.
     return generate(g_state, jax.random.fold_in(key, next(calls) + 1), n)
 
-  return image_metrics.evaluate_images(
+  results = image_metrics.evaluate_images(
       config.eval, sample_fn, lambda split: _real_batches(config, split),
       _dataset_key(config))
+  return {f'{name}{tag}': value for name, value in results.items()}

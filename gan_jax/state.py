@@ -38,11 +38,11 @@ class GANState(flax.struct.PyTreeNode):
   g_ema: Optional[Any] = None
 
 
-def sampling_generator(state) -> NetState:
+def sampling_generator(state, ema: bool = True) -> NetState:
   """The generator to sample from: `state.g` with the EMA parameters when
   `config.ema` is on (its model_state, e.g. BatchNorm statistics, is G's own),
-  else `state.g` itself."""
-  if state.g_ema is None:
+  else `state.g` itself; `ema=False` takes the trained G even then."""
+  if state.g_ema is None or not ema:
     return state.g
   return state.g.replace(params=state.g_ema)
 

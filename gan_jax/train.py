@@ -255,10 +255,10 @@ def train_and_evaluate(config, workdir):
                      scalars['g_loss'], sps,
                      time.strftime('%H:%M:%S', time.gmtime(eta)))
       if step % config.eval_every == 0 or last:
-        # The EMA generator when config.ema is on.
-        results = evaluate.evaluate(
-            config, generate, unreplicate(state_lib.sampling_generator(state)),
-            step, workdir, writer)
+        # The EMA generator when config.ema is on (unless config.eval.ema=False).
+        g_eval, tag = evaluate.generator(config, state)
+        results = evaluate.evaluate(config, generate, unreplicate(g_eval),
+                                    step, workdir, writer, tag)
         if results:
           writer.write_scalars(step, results)
           logging.info('eval step %d  %s', step, '  '.join(
@@ -283,7 +283,8 @@ def evaluate_checkpoint(config, workdir):
   """Evaluates the latest (or `config.resume_from_step`) checkpoint in `workdir`.
 
   The numbers go to `WORKDIR/eval_step_N.json` (and metrics.jsonl and
-  TensorBoard); returns them. Nothing is trained or saved.
+  TensorBoard); returns them. Nothing is trained or saved. The trained G of a
+  run with EMA (`config.eval.ema=False`) writes `eval_step_N_raw.json`.
   """
   checks.validate(config)
   evaluate.check(config)
@@ -301,14 +302,14 @@ def evaluate_checkpoint(config, workdir):
   step = int(state.step)
   writer = writers.MetricWriter(workdir)
   try:
-    results = evaluate.evaluate(config, step_lib.make_generate(config),
-                                state_lib.sampling_generator(state), step,
-                                workdir, writer)
+    g_eval, tag = evaluate.generator(config, state)
+    results = evaluate.evaluate(config, step_lib.make_generate(config), g_eval,
+                                step, workdir, writer, tag)
     writer.write_scalars(step, results)
   finally:
     writer.close()
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, f'eval_step_{step}.json'), 'w') as f:
+    with open(os.path.join(workdir, f'eval_step_{step}{tag}.json'), 'w') as f:
       json.dump({'step': step, **results}, f, indent=2, sort_keys=True)
   logging.info('eval of step %d  %s', step, '  '.join(
       f'{name} {v:.4g}' for name, v in results.items()))

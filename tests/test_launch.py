@@ -22,8 +22,9 @@ def assert_one_line_error(result, *fragments):
 
 def test_launch_trains_with_overrides_and_writes_resolved_config(tmp_path):
   workdir = tmp_path / 'run'
+  ema = ['--config.ema.decay=0.5']  # Evaluated: the EMA G, then the trained G.
   result = run_launch(['--config', 'configs/default.py:loss=hinge',
-                       f'--workdir={workdir}', '--config.seed=7', *TINY])
+                       f'--workdir={workdir}', '--config.seed=7', *TINY, *ema])
   assert result.returncode == 0, result.stderr[-3000:]
   config = json.load(open(workdir / 'config.json'))
   assert config['loss']['name'] == 'hinge' and config['seed'] == 7
@@ -33,7 +34,7 @@ def test_launch_trains_with_overrides_and_writes_resolved_config(tmp_path):
   assert os.path.exists(workdir / 'checkpoints' / '4')
   # --mode=eval evaluates the saved generator again, with the same numbers.
   result = run_launch(['--config', 'configs/default.py:loss=hinge',
-                       f'--workdir={workdir}', '--config.seed=7', *TINY,
+                       f'--workdir={workdir}', '--config.seed=7', *TINY, *ema,
                        '--mode=eval'])
   assert result.returncode == 0, result.stderr[-3000:]
   evaluated = json.load(open(workdir / 'eval_step_4.json'))
@@ -43,6 +44,16 @@ def test_launch_trains_with_overrides_and_writes_resolved_config(tmp_path):
   assert {k: trained[0][k] for k in ('modes', 'hq', 'kl')} == {
       k: evaluated[k] for k in ('modes', 'hq', 'kl')}
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['4']  # Unchanged.
+  # The trained G of the EMA run: its own file, picture and metric names.
+  result = run_launch(['--config', 'configs/default.py:loss=hinge',
+                       f'--workdir={workdir}', '--config.seed=7', *TINY, *ema,
+                       '--mode=eval', '--config.eval.ema=False'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  raw = json.load(open(workdir / 'eval_step_4_raw.json'))
+  assert {'modes_raw', 'hq_raw', 'kl_raw'} <= set(raw), raw
+  assert raw['kl_raw'] != evaluated['kl']  # Another generator's samples.
+  assert os.path.exists(workdir / 'samples' / 'step_0000004_raw.png')
+  assert json.load(open(workdir / 'eval_step_4.json')) == evaluated
 
 
 def test_eval_mode_without_a_run_is_one_line(tmp_path):

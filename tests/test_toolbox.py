@@ -15,6 +15,7 @@ from flax.jax_utils import unreplicate
 from gan_jax import augment
 from gan_jax import checkpoint
 from gan_jax import checks
+from gan_jax import evaluate
 from gan_jax import models
 from gan_jax import rng
 from gan_jax import state as state_lib
@@ -92,6 +93,12 @@ def test_step_updates_the_ema_of_g(full_step):
   assert all(np.array_equal(a, b) for a, b in
              zip(leaves(sampled.params), leaves(new.g_ema)))
   assert sampled.model_state is new.g.model_state
+  assert state_lib.sampling_generator(new, ema=False) is new.g
+  config = tiny_config(ema__decay=0.5)
+  g, tag = evaluate.generator(config, new)
+  assert tag == '' and g.params is new.g_ema
+  config.eval.ema = False  # The trained G, tagged.
+  assert evaluate.generator(config, new) == (new.g, '_raw')
 
 
 # --- EMA ------------------------------------------------------------------
