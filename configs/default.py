@@ -122,8 +122,10 @@ def get_config(arg=None):
   config.eval_every = 1000
   # eval.ema: with config.ema on, evaluate the EMA generator (True) or the
   # trained one (False: metrics and files get a '_raw' suffix).
+  # eval.standing_stats: > 0 recomputes G's BatchNorm averages over that many
+  # batches of noise before sampling (gan_jax/standing_stats.py; for EMA).
   config.eval = ml_collections.ConfigDict(dict(num_samples=2500, seed=0,
-                                               ema=True))
+                                               ema=True, standing_stats=0))
   config.checkpoint = ml_collections.ConfigDict(dict(
       every=1000, keep=3, keep_every=0, use_async=True))
 

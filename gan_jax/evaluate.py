@@ -7,15 +7,22 @@ import numpy as np
 
 from gan_jax import data
 from gan_jax import plots
+from gan_jax import standing_stats
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax.data import toy
+from gan_jax.errors import UserError
 from gan_jax.metrics import image_metrics
 from gan_jax.metrics import toy as toy_metrics
 
 
 def check(config):
   """Fails at start-up, not at the first evaluation, on a bad eval config."""
+  batches = config.eval.get('standing_stats', 0)
+  if not isinstance(batches, int) or batches < 0:
+    raise UserError(f'eval.standing_stats must be a number of batches >= 0 '
+                    f'(0: off), got {batches!r}; e.g. '
+                    '--config.eval.standing_stats=16')
   if config.data.name in toy.DEFAULTS:
     return
   names = image_metrics.metric_names(config.eval)
@@ -65,6 +72,8 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   """Evaluates the generator `g_state` (one copy); returns scalar metrics.
 
   `tag` (see `generator`) is appended to the metric names and the picture's.
+  With `config.eval.standing_stats` > 0 G's BatchNorm averages are first
+  recomputed for the weights sampled (`standing_stats.py`).
 
   The noise is drawn from the fixed key `config.eval.seed`, so the pictures of
   successive evaluations show the same z and are comparable over time.
@@ -74,6 +83,8 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   `grid_rows` samples per class. A conditional generator is evaluated on
   class-balanced labels (`step.eval_labels`).
   """
+  g_state = standing_stats.recompute(config, g_state,
+                                     config.eval.get('standing_stats', 0))
   key = jax.random.PRNGKey(config.eval.seed)
   if config.data.name in toy.DEFAULTS:
     fake = np.asarray(generate(g_state, key, config.eval.num_samples))
