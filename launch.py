@@ -28,7 +28,11 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum(
     'mode', 'train', ['train', 'eval'], 'train: train (or resume) the run in '
     '--workdir. eval: evaluate its latest checkpoint (or '
-    '--config.resume_from_step=N) and write eval_step_N.json.')
+    '--config.resume_from_step=N, or --eval_steps) and write '
+    'eval_step_N.json.')
+_EVAL_STEPS = flags.DEFINE_string(
+    'eval_steps', None, "With --mode=eval: the checkpoint steps to evaluate, "
+    "comma-separated (1000,2000), or 'all' that the run kept.")
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Start jax.distributed, detecting the coordinator, the '
     'number of processes and the process id (Cloud TPU VMs, SLURM, Open MPI).')
@@ -72,6 +76,8 @@ def main(argv):
   if multihost and not _WORKDIR.value:
     _fail('a multi-host run needs --workdir: the same directory on every host, '
           'on a filesystem they all see')
+  if _EVAL_STEPS.value is not None and _MODE.value != 'eval':
+    _fail('--eval_steps goes with --mode=eval')
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   logging.info('workdir: %s', workdir)
@@ -83,11 +89,22 @@ def main(argv):
   try:
     distributed.check_same_config(config.to_dict(), workdir)
     if _MODE.value == 'eval':
-      train.evaluate_checkpoint(config, workdir)
+      train.evaluate_checkpoint(config, workdir, _eval_steps(_EVAL_STEPS.value))
     else:
       train.train_and_evaluate(config, workdir)
   except UserError as e:
     _fail(str(e))
+
+
+def _eval_steps(value):
+  """--eval_steps as None, 'all' or a list of steps."""
+  if value is None or value == 'all':
+    return value
+  try:
+    return [int(v) for v in value.split(',')]
+  except ValueError:
+    raise UserError(f"--eval_steps={value}: give steps like 1000,2000 or 'all'"
+                    ) from None
 
 
 def _config_source(argv):

@@ -135,9 +135,10 @@ class StopSignal:
       signal.signal(sig, handler)
 
 
-def _restore(ckpt, config, state, data_iter, set_aside=True):
-  """Restores the latest (or config.resume_from_step) checkpoint, if any."""
-  step = config.resume_from_step or ckpt.latest_step()
+def _restore(ckpt, config, state, data_iter, set_aside=True, step=None):
+  """Restores checkpoint `step`, by default the latest (or
+  config.resume_from_step), if any."""
+  step = step or config.resume_from_step or ckpt.latest_step()
   if step is None:
     return state
   if step not in ckpt.all_steps():
@@ -279,12 +280,14 @@ def train_and_evaluate(config, workdir):
   return unreplicate(state)
 
 
-def evaluate_checkpoint(config, workdir):
-  """Evaluates the latest (or `config.resume_from_step`) checkpoint in `workdir`.
+def evaluate_checkpoint(config, workdir, steps=None):
+  """Evaluates checkpoints of the run in `workdir`: the latest (or
+  `config.resume_from_step`), or each of `steps` (a list, or 'all' for every
+  checkpoint kept). Returns {step: metrics}; nothing is trained or saved.
 
-  The numbers go to `WORKDIR/eval_step_N.json` (and metrics.jsonl and
-  TensorBoard); returns them. Nothing is trained or saved. The trained G of a
-  run with EMA (`config.eval.ema=False`) writes `eval_step_N_raw.json`.
+  Each step's numbers go to `WORKDIR/eval_step_N.json` (and metrics.jsonl and
+  TensorBoard); the trained G of a run with EMA (`config.eval.ema=False`)
+  writes `eval_step_N_raw.json`.
   """
   checks.validate(config)
   evaluate.check(config)
@@ -292,25 +295,42 @@ def evaluate_checkpoint(config, workdir):
     raise UserError(f'no checkpoints in {workdir} to evaluate; pass the '
                     '--workdir of a run')
   ckpt = checkpoint.Checkpointer(workdir, config)
+  kept = ckpt.all_steps()
+  if not kept:
+    raise UserError(f'no checkpoints in {ckpt.directory} to evaluate; pass '
+                    'the --workdir of a run that has saved one')
+  if steps == 'all':
+    steps = kept
+  elif not steps:
+    steps = [config.resume_from_step or kept[-1]]
+  missing = [s for s in steps if s not in kept]
+  if missing:
+    raise UserError(f'no checkpoint at step(s) {missing} in {ckpt.directory}; '
+                    f'it has steps {kept}')
   data_iter = data.build(config, config.batch_size // jax.process_count(),
                          jax.process_index(), jax.process_count())
   generator, discriminator = models.build(config, data_iter.example_shape)
-  state = state_lib.create(config, generator, discriminator,
-                           data_iter.example_shape)
-  state = _restore(ckpt, config, state, data_iter, set_aside=False)
-  ckpt.close()
-  step = int(state.step)
+  template = state_lib.create(config, generator, discriminator,
+                              data_iter.example_shape)
+  generate = step_lib.make_generate(config)
   writer = writers.MetricWriter(workdir)
+  evaluated = {}
   try:
-    g_eval, tag = evaluate.generator(config, state)
-    results = evaluate.evaluate(config, step_lib.make_generate(config), g_eval,
-                                step, workdir, writer, tag)
-    writer.write_scalars(step, results)
+    for step in steps:
+      state = _restore(ckpt, config, template, data_iter, set_aside=False,
+                       step=step)
+      g_eval, tag = evaluate.generator(config, state)
+      results = evaluate.evaluate(config, generate, g_eval, step, workdir,
+                                  writer, tag)
+      writer.write_scalars(step, results)
+      if jax.process_index() == 0:
+        path = os.path.join(workdir, f'eval_step_{step}{tag}.json')
+        with open(path, 'w') as f:
+          json.dump({'step': step, **results}, f, indent=2, sort_keys=True)
+      logging.info('eval of step %d  %s', step, '  '.join(
+          f'{name} {v:.4g}' for name, v in results.items()))
+      evaluated[step] = results
   finally:
     writer.close()
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, f'eval_step_{step}{tag}.json'), 'w') as f:
-      json.dump({'step': step, **results}, f, indent=2, sort_keys=True)
-  logging.info('eval of step %d  %s', step, '  '.join(
-      f'{name} {v:.4g}' for name, v in results.items()))
-  return results
+    ckpt.close()
+  return evaluated

@@ -44,16 +44,24 @@ def test_launch_trains_with_overrides_and_writes_resolved_config(tmp_path):
   assert {k: trained[0][k] for k in ('modes', 'hq', 'kl')} == {
       k: evaluated[k] for k in ('modes', 'hq', 'kl')}
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['4']  # Unchanged.
-  # The trained G of the EMA run: its own file, picture and metric names.
+  # The trained G of the EMA run: its own file, picture and metric names
+  # (and --eval_steps=all: every checkpoint kept, here step 4).
   result = run_launch(['--config', 'configs/default.py:loss=hinge',
                        f'--workdir={workdir}', '--config.seed=7', *TINY, *ema,
-                       '--mode=eval', '--config.eval.ema=False'])
+                       '--mode=eval', '--config.eval.ema=False',
+                       '--eval_steps=all'])
   assert result.returncode == 0, result.stderr[-3000:]
   raw = json.load(open(workdir / 'eval_step_4_raw.json'))
   assert {'modes_raw', 'hq_raw', 'kl_raw'} <= set(raw), raw
   assert raw['kl_raw'] != evaluated['kl']  # Another generator's samples.
   assert os.path.exists(workdir / 'samples' / 'step_0000004_raw.png')
   assert json.load(open(workdir / 'eval_step_4.json')) == evaluated
+  for steps, error in [('3,4', 'no checkpoint at step(s) [3]'),
+                       ('x', '--eval_steps=x: give steps like')]:
+    result = run_launch(['--config', 'configs/default.py:loss=hinge',
+                         f'--workdir={workdir}', *TINY, *ema, '--mode=eval',
+                         f'--eval_steps={steps}'])
+    assert_one_line_error(result, error)
 
 
 def test_eval_mode_without_a_run_is_one_line(tmp_path):

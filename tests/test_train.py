@@ -36,6 +36,22 @@ def test_run_writes_metrics_samples_config_and_checkpoints(tmp_path):
   assert json.load(open(tmp_path / 'config.json'))['loss']['name'] == 'non_saturating'
   assert os.listdir(tmp_path / 'tensorboard')
   assert checkpoint.Checkpointer(str(tmp_path), config).latest_step() == 6
+  # Evaluating the saved checkpoints again: each gives the numbers the run
+  # logged at its step (eval_every 3 here), into eval_step_N.json.
+  config.eval_every = 3
+  again = train.train_and_evaluate(config, str(tmp_path / 'again'))
+  logged = {l['step']: l for l in map(json.loads, open(
+      tmp_path / 'again' / 'metrics.jsonl')) if 'modes' in l}
+  evaluated = train.evaluate_checkpoint(config, str(tmp_path / 'again'), 'all')
+  assert sorted(evaluated) == sorted(logged) == [3, 6]
+  for step, metrics in evaluated.items():  # (kl is NaN without HQ samples.)
+    np.testing.assert_equal({k: logged[step][k] for k in metrics}, metrics)
+    np.testing.assert_equal(json.load(open(
+        tmp_path / 'again' / f'eval_step_{step}.json')), {'step': step,
+                                                         **metrics})
+  assert list(train.evaluate_checkpoint(config, str(tmp_path / 'again'),
+                                        [3])) == [3]
+  assert leaves_equal(again, state)
 
 
 def test_training_changes_both_networks(tmp_path):
