@@ -64,8 +64,10 @@ def recompute(config, g, num_batches: int):
   """`g` (one copy of G's NetState) with its BatchNorm averages replaced by
   standing statistics over `num_batches` batches; `g` itself when 0 or when G
   has no BatchNorm."""
+  if not num_batches:
+    return g
   stats = g.model_state.get('batch_stats')
-  if not num_batches or not stats:
+  if not stats:
     return g
 
   @jax.jit
