@@ -13,6 +13,8 @@ with their feature axis last (`models.common.batch_norm`, also inside the
 conditional BatchNorm): their inputs are read by a method interceptor, so the
 models need no changes and their momentum does not matter.
 """
+import functools
+
 import flax
 import flax.linen as nn
 import jax
@@ -33,8 +35,18 @@ def batch(config, i):
   return z, step_lib.eval_labels(config, config.batch_size), dropout_key
 
 
-def _batch_moments(g, z, labels, key):
-  """{BatchNorm path: (mean, var)} of one training-mode pass of `g` on `z`."""
+def _static(apply_fn):
+  """What the jitted pass is keyed on: G's module where `apply_fn` is its
+  bound `apply`. Bound methods compare by their object's identity, modules by
+  their fields, so a G rebuilt for the next checkpoint reuses the program."""
+  module = getattr(apply_fn, '__self__', None)
+  return module if isinstance(module, nn.Module) else apply_fn
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_moments(model, variables, z, labels, key):
+  """{BatchNorm path: (mean, var)} of one training-mode pass of G on `z`."""
+  apply_fn = model.apply if isinstance(model, nn.Module) else model
 
   def one_replica(z, labels):
     moments = {}
@@ -50,8 +62,8 @@ def _batch_moments(g, z, labels, key):
     kwargs = {} if labels is None else {'labels': labels}
     with nn.intercept_methods(record):
       # Other state (spectral norm's power iteration) is updated and dropped.
-      g.apply_fn({'params': g.params, **g.model_state}, z, train=True,
-                 mutable=list(g.model_state), rngs={'dropout': key}, **kwargs)
+      apply_fn(variables, z, train=True, mutable=[k for k in variables if k != 'params'],
+               rngs={'dropout': key}, **kwargs)
     return moments
 
   # Training mode names the cross-replica axis; a one-replica vmap binds it.
@@ -70,13 +82,10 @@ def recompute(config, g, num_batches: int):
   if not stats:
     return g
 
-  @jax.jit
-  def moments_of(g, i):
-    return _batch_moments(g, *batch(config, i))
-
+  variables = {'params': g.params, **g.model_state}
   total = None
   for i in range(num_batches):
-    m = moments_of(g, i)
+    m = _batch_moments(_static(g.apply_fn), variables, *batch(config, i))
     total = m if total is None else jax.tree.map(jnp.add, total, m)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(stats))
   layers = {path[:-1] for path in flat}

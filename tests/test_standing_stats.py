@@ -76,6 +76,18 @@ def test_more_batches_average_the_batch_statistics():
     np.testing.assert_allclose(flat1[path], flat3[path], rtol=0.5, atol=0.1)
 
 
+def test_a_rebuilt_generator_reuses_the_compiled_pass():
+  """Evaluating several checkpoints builds G again for each; the statistics'
+  pass is compiled once, not once per evaluation."""
+  config, g = _g('dcgan_mnist')
+  standing_stats.recompute(config, g, 2)
+  compiled = standing_stats._batch_moments._cache_size()
+  _, again = _g('dcgan_mnist')
+  again = again.replace(params=jax.tree.map(lambda p: p * 0.5, again.params))
+  standing_stats.recompute(config, again, 2)
+  assert standing_stats._batch_moments._cache_size() == compiled
+
+
 def test_off_or_without_batch_norm_is_the_same_generator():
   config, g = _g('dcgan_mnist')
   assert standing_stats.recompute(config, g, 0) is g
