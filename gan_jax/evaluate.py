@@ -33,6 +33,18 @@ def check(config):
     image_metrics.get_extractor(config.eval, space)
 
 
+def check_image_shape(config, shape):
+  """Fails at start-up, once the data's image `shape` (H, W, C) is known,
+  where a metric's network cannot take it (a classifier trained on other
+  images); Inception resizes any image and has no such limit."""
+  if config.data.name in toy.DEFAULTS:
+    return
+  for space in image_metrics.spaces(image_metrics.metric_names(config.eval)):
+    extractor = image_metrics.get_extractor(config.eval, space)
+    if hasattr(extractor, 'check_shape'):
+      extractor.check_shape(shape)
+
+
 def _real_batches(config, split):
   """Real images of `split` for reference statistics (all of it, one host)."""
   config = config.copy_and_resolve_references()

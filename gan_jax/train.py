@@ -186,6 +186,7 @@ def train_and_evaluate(config, workdir):
   host_batch = config.batch_size // jax.process_count()
   data_iter = data.build(config, host_batch, jax.process_index(),
                          jax.process_count())
+  evaluate.check_image_shape(config, data_iter.example_shape)
   generator, discriminator = models.build(config, data_iter.example_shape)
   state = state_lib.create(config, generator, discriminator,
                            data_iter.example_shape)
@@ -309,6 +310,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
                     f'it has steps {kept}')
   data_iter = data.build(config, config.batch_size // jax.process_count(),
                          jax.process_index(), jax.process_count())
+  evaluate.check_image_shape(config, data_iter.example_shape)
   generator, discriminator = models.build(config, data_iter.example_shape)
   template = state_lib.create(config, generator, discriminator,
                               data_iter.example_shape)

@@ -207,6 +207,25 @@ def test_wrong_image_shape_is_a_user_error(trained):
     classifier.get_extractor(ckpt)(np.zeros((2, 32, 32, 3), np.float32))
 
 
+def test_classifier_for_other_images_fails_at_start(trained, tmp_path):
+  """A classifier of 28x28x1 digits on 32x32x3 data: one line before the
+  first step, not at the first evaluation."""
+  from configs import mnist_dcgan  # pylint: disable=g-import-not-at-top
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  _, ckpt, _ = trained
+  npz = tmp_path / 'rgb.npz'
+  np.savez(npz, images=np.zeros((16, 32, 32, 3), np.uint8))
+  config = mnist_dcgan.get_config('data=images')
+  config.data.path = str(npz)
+  config.data.image_size = 32
+  config.batch_size = 8
+  config.eval.metrics = 'fid_clf_1k_train'
+  config.eval.classifier_checkpoint = ckpt
+  with pytest.raises(UserError, match='takes 28x28x1 images, not 32x32x3'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
 def test_metrics_without_checkpoint_fail_at_start(trained, tmp_path):
   from configs import mnist_dcgan  # pylint: disable=g-import-not-at-top
   from gan_jax import train  # pylint: disable=g-import-not-at-top

@@ -224,16 +224,23 @@ class FeatureExtractor:
                  '%s)', self.path, self.weights_hash[:12],
                  self.info.get('heldout_accuracy'))
 
+  def check_shape(self, shape):
+    """UserError unless the classifier takes images of `shape` (H, W, C)."""
+    if tuple(shape) != self.spec.image_shape:
+      h, w, c = self.spec.image_shape
+      raise UserError(
+          f'the classifier {self.path} takes {h}x{w}x{c} images, not '
+          f'{"x".join(map(str, shape))}: train one on this data '
+          '(tools/train_classifier.py) or use metrics without _clf')
+
   def __call__(self, images):
     """float [n, H, W, C] in [-1, 1] -> {'pool', 'logits', 'logits_unbiased'}
     (the last two the same) as float32 numpy arrays of n rows."""
     images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[1:] != self.spec.image_shape:
-      h, w, c = self.spec.image_shape
-      raise UserError(
-          f'the classifier {self.path} takes {h}x{w}x{c} images, not '
-          f'{"x".join(map(str, images.shape[1:]))}: train one on this data '
-          '(tools/train_classifier.py) or use metrics without _clf')
+    if images.ndim != 4:
+      raise UserError(f'classifier features need [n, H, W, C] images, got '
+                      f'shape {images.shape}')
+    self.check_shape(images.shape[1:])
     feats, logits = [], []
     for start in range(0, len(images), BATCH_SIZE):
       chunk = images[start:start + BATCH_SIZE]
