@@ -45,6 +45,20 @@ def check_image_shape(config, shape):
       extractor.check_shape(shape)
 
 
+def feature_networks(config):
+  """{feature space: {'path', 'sha256'}} of the networks the image metrics
+  use ({} for toy data): written beside their numbers, as a metric's name
+  says `clf` but not which classifier."""
+  if config.data.name in toy.DEFAULTS:
+    return {}
+  out = {}
+  for space in image_metrics.spaces(image_metrics.metric_names(config.eval)):
+    extractor = image_metrics.get_extractor(config.eval, space)
+    out[space] = {'path': getattr(extractor, 'path', None) or getattr(
+        extractor, 'weights_path', None), 'sha256': extractor.weights_hash}
+  return out
+
+
 def _real_batches(config, split):
   """Real images of `split` for reference statistics (all of it, one host)."""
   config = config.copy_and_resolve_references()

@@ -286,8 +286,9 @@ def evaluate_checkpoint(config, workdir, steps=None):
   `config.resume_from_step`), or each of `steps` (a list, or 'all' for every
   checkpoint kept). Returns {step: metrics}; nothing is trained or saved.
 
-  Each step's numbers go to `WORKDIR/eval_step_N.json` (and metrics.jsonl and
-  TensorBoard); the trained G of a run with EMA (`config.eval.ema=False`)
+  Each step's numbers go to `WORKDIR/eval_step_N.json` (with the path and
+  sha256 of each feature network the image metrics used; and to metrics.jsonl
+  and TensorBoard); the trained G of a run with EMA (`config.eval.ema=False`)
   writes `eval_step_N_raw.json`.
   """
   checks.validate(config)
@@ -315,6 +316,8 @@ def evaluate_checkpoint(config, workdir, steps=None):
   template = state_lib.create(config, generator, discriminator,
                               data_iter.example_shape)
   generate = step_lib.make_generate(config)
+  networks = evaluate.feature_networks(config)
+  networks = {'feature_networks': networks} if networks else {}
   writer = writers.MetricWriter(workdir)
   evaluated = {}
   try:
@@ -328,7 +331,8 @@ def evaluate_checkpoint(config, workdir, steps=None):
       if jax.process_index() == 0:
         path = os.path.join(workdir, f'eval_step_{step}{tag}.json')
         with open(path, 'w') as f:
-          json.dump({'step': step, **results}, f, indent=2, sort_keys=True)
+          json.dump({'step': step, **results, **networks}, f, indent=2,
+                    sort_keys=True)
       logging.info('eval of step %d  %s', step, '  '.join(
           f'{name} {v:.4g}' for name, v in results.items()))
       evaluated[step] = results

@@ -241,7 +241,7 @@ def test_metrics_without_checkpoint_fail_at_start(trained, tmp_path):
 def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
   npz, ckpt, _ = trained
   workdir = tmp_path / 'run'
-  r = run_launch([
+  args = [
       '--config=configs/mnist_dcgan.py:data=images',
       f'--config.data.path={npz}', '--config.g.upsample=resize_conv',
       '--config.batch_size=8', '--config.num_steps=2',
@@ -251,7 +251,8 @@ def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
       '--config.eval.metrics=fid_clf_1k_train,is_clf_1k',
       '--config.eval.num_reference=256', '--config.eval.sample_batch_size=125',
       f'--config.eval.cache_dir={tmp_path / "cache"}',
-      f'--config.eval.classifier_checkpoint={ckpt}'])
+      f'--config.eval.classifier_checkpoint={ckpt}']
+  r = run_launch(args)
   assert r.returncode == 0, r.stderr[-3000:]
   with open(workdir / 'metrics.jsonl') as f:
     rows = [json.loads(line) for line in f]
@@ -262,3 +263,13 @@ def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
   assert 'is_clf_1k' in evals[0] and not any(
       k.startswith(('fid_1k', 'is_1k')) for k in evals[0])
   assert len(os.listdir(tmp_path / 'cache')) == 1
+  # --mode=eval writes which classifier the numbers are in: its path and
+  # the hash that keys the reference statistics.
+  r = run_launch(args + ['--mode=eval'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(workdir / 'eval_step_2.json') as f:
+    evaluated = json.load(f)
+  assert evaluated['feature_networks'] == {'classifier': {
+      'path': os.path.abspath(ckpt),
+      'sha256': classifier.checkpoint_hash(ckpt)}}
+  assert evaluated['fid_clf_1k_train'] == evals[0]['fid_clf_1k_train']
