@@ -36,16 +36,27 @@ def test_fid_matches_pytorch_fid_on_random_stats():
       want, rel=1e-8)
 
 
-def test_fid_adds_eps_where_sqrtm_is_not_finite_like_pytorch_fid():
+def test_fid_adds_eps_where_sqrtm_is_not_finite_like_pytorch_fid(monkeypatch):
   fid_score = pytest.importorskip('pytorch_fid.fid_score')
-  # Found by search: singular PSD matrices whose product has no square root
-  # (scipy's sqrtm returns nan), so both implementations take the eps path.
+  # Singular PSD covariances. Whether scipy's sqrtm finds a square root of
+  # their product depends on the machine's LAPACK (nan on some CPUs, a
+  # root on others), so it is made to fail here, for both implementations.
   s1 = np.array([[4., -2, -4, 4], [-2, 1, 2, -2], [-4, 2, 4, -4], [4, -2, -4, 4]])
   s2 = np.array([[2., -3, 0, 1], [-3, 5, 0, -2], [0, 0, 0, 0], [1, -2, 0, 1]])
-  assert not np.isfinite(linalg.sqrtm(s1 @ s2)).all()
+  real_sqrtm, failed = linalg.sqrtm, []
+
+  def sqrtm(a, *args, **kwargs):
+    if np.array_equal(a, s1 @ s2):
+      failed.append(True)
+      root = np.full(a.shape, np.nan)
+      return (root, np.inf) if kwargs.get('disp', True) is False else root
+    return real_sqrtm(a, *args, **kwargs)
+
+  monkeypatch.setattr(linalg, 'sqrtm', sqrtm)
   mu1, mu2 = np.zeros(4), np.arange(4.0)
   want = fid_score.calculate_frechet_distance(mu1, s1, mu2, s2)
   got = im.frechet_distance(mu1, s1, mu2, s2)
+  assert len(failed) == 2  # Both tried the product first, then added eps.
   assert np.isfinite(got) and got == pytest.approx(want, rel=1e-6)
 
 
