@@ -68,6 +68,29 @@ def _real_batches(config, split):
                                                  'sample_batch_size'))
 
 
+def evaluate_real(config, split):
+  """The image metrics of `config.eval` with real images of `split` in the
+  place of samples: what a generator that reproduced the data would score
+  (IS and class coverage: a ceiling; FID against its own split: the floor
+  that sampling alone leaves). {name: value}."""
+  check(config)
+  batches = iter(_real_batches(config, split))
+  rest = np.zeros((0,), np.float32)
+
+  def sample_fn(n):  # Real images, n at a time, in the data's shuffled order.
+    nonlocal rest
+    while len(rest) < n:
+      batch = next(batches)
+      batch = np.asarray(batch[0] if isinstance(batch, tuple) else batch)
+      rest = batch if not len(rest) else np.concatenate([rest, batch])
+    out, rest = rest[:n], rest[n:]
+    return out
+
+  return image_metrics.evaluate_images(
+      config.eval, sample_fn, lambda split: _real_batches(config, split),
+      _dataset_key(config))
+
+
 def _dataset_key(config):
   """What the reference statistics are cached under."""
   name = config.data.name

@@ -7,6 +7,8 @@ the same .npz, evaluated in classifier space.
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -273,3 +275,38 @@ def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
       'path': os.path.abspath(ckpt),
       'sha256': classifier.checkpoint_hash(ckpt)}}
   assert evaluated['fid_clf_1k_train'] == evals[0]['fid_clf_1k_train']
+
+
+TOOL_RUN = dict(cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                capture_output=True, text=True, timeout=300,
+                env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+
+
+def test_real_images_score_what_a_perfect_generator_would(trained, tmp_path):
+  """tools/eval_real_images.py: the metrics with real images as the samples.
+  Every class, confidently; FID of the same images against themselves 0."""
+  npz, ckpt, _ = trained
+  out = tmp_path / 'real.json'
+  r = subprocess.run([
+      sys.executable, 'tools/eval_real_images.py',
+      '--config=configs/mnist_dcgan.py:data=images', f'--config.data.path={npz}',
+      '--config.batch_size=8', '--config.eval.metrics=classes_clf,fid_clf',
+      '--config.eval.num_samples=256', '--config.eval.num_reference=256',
+      '--config.eval.sample_batch_size=100',
+      f'--config.eval.cache_dir={tmp_path / "cache"}',
+      f'--config.eval.classifier_checkpoint={ckpt}', f'--out={out}'],
+      **TOOL_RUN)
+  assert r.returncode == 0, r.stderr[-3000:]
+  results = json.loads(out.read_text())
+  assert results['split'] == 'train'
+  assert results['classes_clf'] == 4 and results['classes_clf/confident'] > 0.9
+  assert results['classes_clf/min_share'] > 0.5
+  assert abs(results['fid_clf']) < 1e-3
+  # No classifier there: one line, no traceback.
+  r = subprocess.run([
+      sys.executable, 'tools/eval_real_images.py',
+      '--config=configs/cifar10_dcgan.py', '--config.eval.metrics=is_clf',
+      f'--config.eval.classifier_checkpoint={tmp_path / "none"}'],
+      **TOOL_RUN)
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines()[-1].startswith('error: no classifier')
