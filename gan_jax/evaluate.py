@@ -25,22 +25,25 @@ def check(config):
                     '--config.eval.standing_stats=16')
   if config.data.name in toy.DEFAULTS:
     return
-  names = image_metrics.metric_names(config.eval)
-  for name in names:
+  for name in image_metrics.metric_names(config.eval):
     image_metrics.get(name)
-  for space in image_metrics.spaces(names):
-    # UserError without the Inception weights or the classifier checkpoint.
-    image_metrics.get_extractor(config.eval, space)
+  _extractors(config)  # UserError without the Inception weights or classifier.
+
+
+def _extractors(config):
+  """{feature space: extractor} of the image metrics ({} for toy data)."""
+  if config.data.name in toy.DEFAULTS:
+    return {}
+  names = image_metrics.metric_names(config.eval)
+  return {space: image_metrics.get_extractor(config.eval, space)
+          for space in image_metrics.spaces(names)}
 
 
 def check_image_shape(config, shape):
   """Fails at start-up, once the data's image `shape` (H, W, C) is known,
   where a metric's network cannot take it (a classifier trained on other
   images); Inception resizes any image and has no such limit."""
-  if config.data.name in toy.DEFAULTS:
-    return
-  for space in image_metrics.spaces(image_metrics.metric_names(config.eval)):
-    extractor = image_metrics.get_extractor(config.eval, space)
+  for extractor in _extractors(config).values():
     if hasattr(extractor, 'check_shape'):
       extractor.check_shape(shape)
 
@@ -49,13 +52,11 @@ def feature_networks(config):
   """{feature space: {'path', 'sha256'}} of the networks the image metrics
   use ({} for toy data): written beside their numbers, as a metric's name
   says `clf` but not which classifier."""
-  if config.data.name in toy.DEFAULTS:
-    return {}
   out = {}
-  for space in image_metrics.spaces(image_metrics.metric_names(config.eval)):
-    extractor = image_metrics.get_extractor(config.eval, space)
-    out[space] = {'path': getattr(extractor, 'path', None) or getattr(
-        extractor, 'weights_path', None), 'sha256': extractor.weights_hash}
+  for space, extractor in _extractors(config).items():
+    # The classifier's checkpoint folder, or the Inception weights file.
+    path = getattr(extractor, 'path', None) or extractor.weights_path
+    out[space] = {'path': path, 'sha256': extractor.weights_hash}
   return out
 
 

@@ -62,7 +62,8 @@ def _batch_moments(model, variables, z, labels, key):
     kwargs = {} if labels is None else {'labels': labels}
     with nn.intercept_methods(record):
       # Other state (spectral norm's power iteration) is updated and dropped.
-      apply_fn(variables, z, train=True, mutable=[k for k in variables if k != 'params'],
+      apply_fn(variables, z, train=True,
+               mutable=[k for k in variables if k != 'params'],
                rngs={'dropout': key}, **kwargs)
     return moments
 
