@@ -45,8 +45,7 @@ of time to count the dtypes of the convolutions and matrix products in the
 optimized HLO (`hlo_dtypes`), and the state's floating-point leaves are listed
 by dtype (`state_dtypes`), to check mixed precision.
 
---ablate replaces parts of the step to measure what they cost: an experiment,
-not the project's step. --flops_only counts without compiling or timing.
+--flops_only counts without compiling or timing.
 
 It prints a markdown table and writes the numbers, the versions and the device
 as JSON to `--out`.
@@ -75,6 +74,7 @@ import optax
 
 from benchmarks import bench_util
 from gan_jax import models
+from gan_jax import nonfinite
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -107,10 +107,6 @@ _REPLICATE = flags.DEFINE_enum(
     'gan_jax.train does) or axis_mesh (device_put onto a mesh whose axis is '
     'named step.AXIS, as the pmap returns it: a proposed change, timed to '
     'show it saves the second compilation).')
-_ABLATE = flags.DEFINE_list(
-    'ablate', [], 'Experiments only, NOT the project\'s step: parts of the '
-    'step to replace, to measure what they cost. diversity: the per-step '
-    'diversity_ratio metric returns 0 (step.diversity_ratio patched).')
 
 _SHAPE = [None]  # --example_shape, parsed.
 # Set from argv before absl parses it (_take_dtype): config.dtype may not exist
@@ -145,7 +141,7 @@ def time_batch_size(config, batch_size, devices, check_dtypes):
   generator, discriminator = models.build(config, shape)
   state = state_lib.create(config, generator, discriminator, shape)
   result = dict(batch=batch_size, dtype=config.get('dtype', 'float32'),
-                replicate=_REPLICATE.value, ablate=list(_ABLATE.value),
+                replicate=_REPLICATE.value,
                 d_steps=config.d_steps, steps_per_call=config.steps_per_call,
                 example_shape=list(shape))
   if check_dtypes:
@@ -227,7 +223,7 @@ def time_batch_size(config, batch_size, devices, check_dtypes):
       compile2_s=max(first_calls[1] - per_iter * k, 0.0),
       xla_compiles_s=compiles,
       tflops=flops / k / per_iter / 1e12,
-      finite=step_lib.decode_nonfinite(metrics['nonfinite']) is None,
+      finite=nonfinite.decode(metrics['nonfinite']) is None,
       d_loss=float(metrics['d_loss']), g_loss=float(metrics['g_loss']),
       loadavg_after=[round(x, 2) for x in os.getloadavg()])
   return result
@@ -266,12 +262,6 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = _CONFIG.value
   jax.monitoring.register_event_duration_secs_listener(_on_duration)
-  for name in _ABLATE.value:
-    if name == 'diversity':
-      if hasattr(step_lib, 'diversity_ratio'):
-        step_lib.diversity_ratio = lambda fake, real: jnp.zeros((), jnp.float32)
-    else:
-      raise app.UsageError(f'unknown --ablate {name!r}; use: diversity')
   if _DTYPE_OVERRIDE or 'dtype' not in config:
     config.unlock()
     config.dtype = (_DTYPE_OVERRIDE or [config.get('dtype', 'float32')])[-1]

@@ -4,12 +4,15 @@
     python launch.py --config configs/default.py:loss=hinge
     python launch.py --config configs/default.py:data=grid25,loss=wgan_gp
 
-The optional argument is `key=value` pairs separated by commas:
-  loss: a name from gan_jax.losses (minimax, non_saturating, least_squares,
-        wasserstein, wgan_gp, hinge); sets the settings that loss is known to
-        need (WGAN: RMSprop-like small learning rate and clipping;
-        WGAN-GP: Adam(b1=0.5, b2=0.9) and 5 critic steps).
-  data: ring8 or grid25.
+Arguments (`:key=value,...`; tests/test_configs.py checks what they promise):
+  loss: any gan_jax.losses name, with its recipe (configs/default.py
+    LOSS_RECIPES); default non_saturating
+  data: ring8 | grid25; default ring8
+The recipes (LOSS_RECIPES below): WGAN 5 critic steps and Adam(5e-5, 0.5);
+WGAN-GP 5 critic steps and Adam(1e-4, 0.5, 0.9); on every config.
+Settings: model=mlp, batch_size=256, num_steps=4000, z_dim=2, d_steps=1,
+  g.optimizer.lr=0.001, g.optimizer.b1=0.5, g.optimizer.schedule=linear,
+  d.optimizer.lr=0.001, d.optimizer.b1=0.5, updates=alternating
 Any field can also be set on the command line, e.g. --config.num_steps=500.
 """
 import ml_collections
@@ -33,6 +36,33 @@ def optimizer(lr, b1, b2, eps=1e-8, schedule='constant', warmup_steps=0):
   return ml_collections.ConfigDict(dict(lr=lr, b1=b1, b2=b2, eps=eps,
                                         schedule=schedule,
                                         warmup_steps=warmup_steps))
+
+
+def net(optimizer_config, **fields):
+  """`config.g` / `config.d`: the network's optimizer and the fields its model
+  reads (gan_jax/models/registry.py; any other field is refused)."""
+  return ml_collections.ConfigDict(dict(optimizer=optimizer_config, **fields))
+
+
+# What `:loss=NAME` sets besides config.loss.name, on every config: the
+# settings the loss's paper trains with (the config's schedule is kept).
+LOSS_RECIPES = {
+    # WGAN (Arjovsky et al. 2017): 5 critic steps, a small learning rate.
+    'wasserstein': dict(d_steps=5, lr=5e-5, b1=0.5, b2=0.999),
+    # WGAN-GP (Gulrajani et al. 2017): 5 critic steps, Adam(1e-4, 0.5, 0.9).
+    'wgan_gp': dict(d_steps=5, lr=1e-4, b1=0.5, b2=0.9),
+}
+
+
+def set_loss(config, name):
+  """Sets `config.loss.name` and that loss's recipe (LOSS_RECIPES)."""
+  config.loss.name = name
+  recipe = LOSS_RECIPES.get(name)
+  if recipe:
+    config.d_steps = recipe['d_steps']
+    for opt in (config.g.optimizer, config.d.optimizer):
+      opt.lr, opt.b1, opt.b2 = recipe['lr'], recipe['b1'], recipe['b2']
+  return config
 
 
 def get_config(arg=None):
@@ -68,23 +98,19 @@ def get_config(arg=None):
   config.data.grid_spacing = config_dict.placeholder(float)
 
   # Linear decay of the learning rate to 0 sharpens the modes at the end.
-  config.g = ml_collections.ConfigDict(dict(
-      width=256, depth=3, activation='relu',
-      optimizer=optimizer(1e-3, 0.5, 0.999, schedule='linear')))
-  config.d = ml_collections.ConfigDict(dict(
-      width=256, depth=3, activation='relu',
-      optimizer=optimizer(1e-3, 0.5, 0.999, schedule='linear')))
   # Normalisation of each network, e.g. 'none', 'batch', 'layer', 'spectral'
   # (each model's docstring lists its choices); 'default' keeps the model's
   # own (mlp: none; dcgan: batch; dcgan_mnist: G batch, D none; sngan_resnet:
   # G batch, D spectral). A gradient penalty refuses BatchNorm in D.
-  config.g.norm = 'default'
-  config.d.norm = 'default'
+  config.g = net(optimizer(1e-3, 0.5, 0.999, schedule='linear'), width=256,
+                 depth=3, activation='relu', norm='default')
+  config.d = net(optimizer(1e-3, 0.5, 0.999, schedule='linear'), width=256,
+                 depth=3, activation='relu', norm='default')
   # PacGAN (Lin et al. 2018): D judges packs of this many samples (1: off);
   # it must divide the per-device batch.
   config.d.pack = 1
 
-  config.loss = ml_collections.ConfigDict(dict(name=args['loss'], clip=0.01))
+  config.loss = ml_collections.ConfigDict(dict(name='', clip=0.01))
   # A penalty on D (gan_jax.penalties: gradient_penalty, r1, r2, dragan; ''
   # for the loss's own: wgan_gp's gradient_penalty, else none), with any loss;
   # a name here replaces the loss's own. `every` > 1 makes it lazy: computed
@@ -129,12 +155,4 @@ def get_config(arg=None):
   config.checkpoint = ml_collections.ConfigDict(dict(
       every=1000, keep=3, keep_every=0, use_async=True))
 
-  if args['loss'] == 'wasserstein':
-    config.d_steps = 5
-    config.g.optimizer = optimizer(5e-5, 0.5, 0.999, schedule='linear')
-    config.d.optimizer = optimizer(5e-5, 0.5, 0.999, schedule='linear')
-  elif args['loss'] == 'wgan_gp':
-    config.d_steps = 5
-    config.g.optimizer = optimizer(1e-4, 0.5, 0.9, schedule='linear')
-    config.d.optimizer = optimizer(1e-4, 0.5, 0.9, schedule='linear')
-  return config
+  return set_loss(config, args['loss'])

@@ -29,10 +29,21 @@ def data_config(name, **fields):
   return data
 
 
+# The image models whose D has BatchNorm, which a gradient penalty refuses
+# (gan_jax/checks.py): with a loss that brings one (wgan_gp) their critic uses
+# LayerNorm instead, as Gulrajani et al. 2017 do.
+BATCH_NORM_D = ('dcgan',)
+
+
 def image_config(*, data, model, loss, z_dim, batch_size, num_steps, lr, b1,
-                 b2, schedule='constant', d_steps=1):
-  """A config for `model` on image dataset `data` (a name or a ConfigDict)."""
-  config = default.get_config(f'loss={loss}')
+                 b2, schedule='constant', d_steps=1, g_fields=None,
+                 d_fields=None):
+  """A config for `model` on image dataset `data` (a name or a ConfigDict).
+
+  `g_fields` / `d_fields`: the fields of config.g / config.d the model reads
+  besides its optimizer and norm (gan_jax/models/registry.py).
+  """
+  config = default.get_config()
   config.model = model
   config.data = data if isinstance(data, ml_collections.ConfigDict) else (
       data_config(data))
@@ -45,12 +56,10 @@ def image_config(*, data, model, loss, z_dim, batch_size, num_steps, lr, b1,
   # On CPU, one step per call: XLA:CPU runs convolution gradients inside a
   # loop ~8x slower (gan_jax/step.py, steps_per_call).
   config.steps_per_call_on_cpu = 1
-  # How transposed convolutions compute: 'auto' (by phases on CPU, where that
-  # is ~4x faster, XLA's elsewhere), 'xla' or 'phases'. The same function and
-  # parameters (gan_jax/models/conv_transpose.py).
-  config.g.conv_transpose = 'auto'
-  for net in (config.g, config.d):
-    net.optimizer = default.optimizer(lr, b1, b2, schedule=schedule)
+  config.g = default.net(default.optimizer(lr, b1, b2, schedule=schedule),
+                        norm='default', **(g_fields or {}))
+  config.d = default.net(default.optimizer(lr, b1, b2, schedule=schedule),
+                        norm='default', pack=1, **(d_fields or {}))
   config.log_every = 100
   config.eval_every = 1000
   # Sample grids: grid_rows x grid_rows images from fixed noise.
@@ -72,4 +81,14 @@ def image_config(*, data, model, loss, z_dim, batch_size, num_steps, lr, b1,
   config.eval.sample_batch_size = 500
   config.eval.inception_batch_size = 100  # Per device.
   config.checkpoint.every = 1000
+  default.set_loss(config, loss)
+  if loss == 'wgan_gp' and model in BATCH_NORM_D:
+    config.d.norm = 'layer'
   return config
+
+
+# How transposed convolutions compute: 'auto' (by phases on CPU, where that is
+# ~4x faster, XLA's elsewhere), 'xla' or 'phases': the same function and
+# parameters (gan_jax/models/conv_transpose.py). For the models that read it.
+CONV_TRANSPOSE = 'auto'
+

@@ -9,8 +9,13 @@ the one-hot label with z (--config.conditional.g=cbn: class-conditional
 BatchNorm instead), D ends in a projection head (Miyato & Koyama 2018)
 or an ACGAN classifier head (Odena et al. 2017). An .npz needs a `labels`
 array (tools/make_digits_npz.py writes one); a folder, one subfolder per class.
-Arguments: data (mnist, fashion_mnist or images), loss (a gan_jax.losses
-name), head (projection or acgan).
+Arguments (`:key=value,...`):
+  data: mnist | fashion_mnist | images; default mnist
+  loss: any gan_jax.losses name, with its recipe (configs/default.py
+    LOSS_RECIPES); default non_saturating
+  head: projection | acgan; default projection
+Settings: model=dcgan_mnist, num_classes=10, batch_size=256, z_dim=100,
+  updates=simultaneous, g.optimizer.lr=0.0001, d.optimizer.lr=0.0001
 """
 from configs import default
 from configs import mnist_dcgan

@@ -10,7 +10,9 @@ then evaluate a GAN on that data with e.g. --config.eval.metrics=fid_clf_10k_tra
 Adam(1e-3), batch 128, 5 epochs; accuracy on the test split (TFDS) or on a
 held-out 10% of your own labelled images (`images`: an .npz with `labels`, or
 one subfolder per class), which have no splits.
-Arguments: data (mnist, fashion_mnist, cifar10 or images).
+Arguments (`:key=value,...`):
+  data: mnist | fashion_mnist | cifar10 | images; default mnist
+Settings: batch_size=128, num_epochs=5, lr=0.001, num_classes=10
 """
 import ml_collections
 

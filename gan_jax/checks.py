@@ -3,13 +3,11 @@ import jax
 
 from gan_jax import augment
 from gan_jax import losses
+from gan_jax import models
 from gan_jax import penalties
 from gan_jax import step
 from gan_jax.errors import UserError
 
-# The models that read config.{g,d}.norm, and for which networks.
-NORM_MODELS = {'mlp': ('g', 'd'), 'dcgan': ('g', 'd'),
-               'dcgan_mnist': ('g', 'd'), 'sngan_resnet': ('g', 'd')}
 
 
 def _positive(value, name):
@@ -73,13 +71,25 @@ def validate(config):
                       'pass e.g. --config.ema.decay=0.999')
     if start < 0:
       raise UserError(f'ema.start_step must be >= 0, got {start}')
+  check_model_fields(config)
+
+
+# Fields of config.g / config.d that the step and state read for every model.
+STEP_FIELDS = {'g': ('optimizer',), 'd': ('optimizer', 'pack')}
+
+
+def check_model_fields(config):
+  """Refuses a field under `g` or `d` that the chosen model does not read
+  (the model registry declares what each reads)."""
+  model = models.get(config.model)
   for net in ('g', 'd'):
-    norm = config[net].get('norm', 'default')
-    if norm != 'default' and net not in NORM_MODELS.get(config.model, ()):
+    read = STEP_FIELDS[net] + model.fields(net)
+    extra = sorted(set(config[net].keys()) - set(read))
+    if extra:
       raise UserError(
-          f'model {config.model!r} has no {net}.norm switch (only '
-          + ', '.join(f'{m}: {"/".join(n)}' for m, n in NORM_MODELS.items())
-          + f"); set --config.{net}.norm=default")
+          f'config.{net}.{extra[0]} is not read by model {config.model!r} '
+          f'(it reads {net}.' + f', {net}.'.join(sorted(read)) + '); remove '
+          'it from the config, or use a config made for that model')
 
 
 def uses_batch_norm(model_state) -> bool:
@@ -109,7 +119,7 @@ def check_gradient_penalty(config, d_model_state):
   name = penalties.penalty_name(config, losses.get(config.loss.name))
   if name in penalties.INPUT_GRADIENT and uses_batch_norm(d_model_state):
     fix = ("set --config.d.norm to 'layer', 'spectral' or 'none'"
-           if 'd' in NORM_MODELS.get(config.model, ()) else
+           if 'norm' in models.get(config.model).d_fields else
            'use a discriminator without BatchNorm (e.g. --config.model=mlp or '
            'sngan_resnet)')
     raise UserError(

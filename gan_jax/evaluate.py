@@ -9,7 +9,7 @@ from gan_jax import data
 from gan_jax import plots
 from gan_jax import standing_stats
 from gan_jax import state as state_lib
-from gan_jax import step as step_lib
+from gan_jax import labels as labels_lib
 from gan_jax.data import toy
 from gan_jax.errors import UserError
 from gan_jax.metrics import image_metrics
@@ -131,7 +131,7 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   plot of generated (red) vs real (grey) points. Images: a grid of
   `config.eval.grid_rows`^2 samples, or with `num_classes` one row of
   `grid_rows` samples per class. A conditional generator is evaluated on
-  class-balanced labels (`step.eval_labels`).
+  class-balanced labels (`labels.eval_labels`).
   """
   g_state = standing_stats.recompute(config, g_state,
                                      config.eval.get('standing_stats', 0))
@@ -139,7 +139,7 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   if config.data.name in toy.DEFAULTS:
     fake = np.asarray(generate(g_state, key, config.eval.num_samples))
     modes, std = toy.mixture(config)
-    labels = step_lib.eval_labels(config, len(fake))  # Conditional: by mode.
+    labels = labels_lib.eval_labels(config, len(fake))  # Conditional: by mode.
     m = toy_metrics.mode_metrics(fake, modes, std, labels=labels)
     real = toy.sample(modes, std, config.eval.num_samples,
                       np.random.default_rng(config.eval.seed))
@@ -147,7 +147,7 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
     return {f'{name}{tag}': value for name, value in m.items()}
   rows = cols = config.eval.grid_rows
   labels = None
-  classes = step_lib.num_classes(config)
+  classes = labels_lib.num_classes(config)
   if classes:  # One row per class.
     rows = classes
     labels = jnp.repeat(jnp.arange(classes, dtype=jnp.int32), cols)

@@ -16,7 +16,8 @@ of `gan_jax.penalties` (unless `config.penalty.name` names another one), and
 declared at registration. Any penalty can be added to any loss with
 `config.penalty.name` (e.g. `non_saturating` + `r1`).
 
-To add a loss, write one function and decorate it:
+To add a loss, write one function and decorate it (or call
+`register('my_loss')(my_loss)`):
 
     @register('my_loss')
     def my_loss(real_logits, fake_logits):
@@ -41,15 +42,27 @@ class Loss(NamedTuple):
 LOSSES: dict[str, Loss] = {}
 
 
-def register(name: str, penalty: Optional[str] = None,
+def register(name: str, *, penalty: Optional[str] = None,
              clip_d_weights: bool = False):
-  """Registers `fn(real_logits, fake_logits) -> (d_loss, g_loss)` as `name`."""
+  """A decorator registering `fn(real_logits, fake_logits) -> (d_loss, g_loss)`
+  as `name` (the options are keyword-only, so `register('x', fn)` is a
+  TypeError rather than a silent no-op)."""
   def decorator(fn):
     if name in LOSSES:
       raise ValueError(f'loss {name!r} is registered twice')
     LOSSES[name] = Loss(fn, penalty, clip_d_weights)
     return fn
   return decorator
+
+
+def weight_clipper(config, loss: Loss):
+  """`clip(params) -> params` applied to D after each update: WGAN's clipping
+  to +-config.loss.clip for a loss registered with clip_d_weights, else the
+  identity."""
+  if not loss.clip_d_weights:
+    return lambda params: params
+  c = config.loss.clip
+  return lambda params: jax.tree.map(lambda p: jnp.clip(p, -c, c), params)
 
 
 def get(name: str) -> Loss:

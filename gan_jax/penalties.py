@@ -18,7 +18,10 @@ them, which BatchNorm does; `gan_jax.checks.check_gradient_penalty` refuses
 that combination). Norms are eps-safe: the gradient of the penalty stays
 finite where D's input gradient is zero.
 
-To add one, write the function and decorate it with `@register('name')`.
+To add one, write the function and decorate it with `@register('name')` (or
+call `register('name')(fn)`); `input_gradient=False` for a penalty that does
+not differentiate D with respect to its input (it is then allowed with
+BatchNorm in D).
 """
 from typing import Callable, Optional
 
@@ -27,6 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gan_jax import rng
+from gan_jax.axis import AXIS
 from gan_jax.errors import UserError
 
 PENALTIES: dict[str, Callable] = {}
@@ -38,7 +42,7 @@ INPUT_GRADIENT: set[str] = set()
 NORM_EPS = 1e-12
 
 
-def register(name: str, input_gradient: bool = True):
+def register(name: str, *, input_gradient: bool = True):
   """Registers `fn(d_fn, real, fake, keys, axis_name=None)` as `name`."""
   def decorator(fn):
     if name in PENALTIES:
@@ -163,3 +167,39 @@ def penalty_name(config, loss) -> Optional[str]:
   """The penalty the run adds: `config.penalty.name`, else the loss's own
   (`wgan_gp`: `gradient_penalty`), else None."""
   return config.penalty.name or loss.penalty or None
+
+
+# With a lazy penalty, the metric flagging the D updates that computed it.
+APPLIED = 'penalty_applied'
+
+
+def no_penalty(d_fn, real, fake, key, first, d_updates):
+  del d_fn, real, fake, key, first, d_updates
+  return 0., {}
+
+
+def make(config, loss):
+  """The penalty term of D's loss for `config` and its `loss`:
+
+      term(d_fn, real, fake, key, first, d_updates) -> (term, metrics)
+
+  on D's views of a real and a generated batch (`first`: the global index of
+  this device's first view, for the per-example keys; `d_updates`: D's update
+  count, for laziness). `no_penalty` when the run adds none.
+  """
+  name = penalty_name(config, loss)
+  if not name:
+    return no_penalty
+  fn, weight = get(name), config.penalty.weight
+  every = config.penalty.get('every', 1)
+
+  def term(d_fn, real, fake, key, first, d_updates):
+    keys = rng.example_keys(jax.random.fold_in(key, rng.PENALTY), first,
+                            real.shape[0])
+    value, pen = lazy(lambda: fn(d_fn, real, fake, keys, axis_name=AXIS),
+                      d_updates, every, weight)
+    metrics = {'penalty': pen}
+    if every > 1:
+      metrics[APPLIED] = (d_updates % every == 0).astype(jnp.float32)
+    return value, metrics
+  return term

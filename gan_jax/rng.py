@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 # Stream ids: one per kind of draw in a train step.
-NOISE, PENALTY, DROPOUT, AUGMENT = range(4)
+NOISE, PENALTY, DROPOUT, AUGMENT, DIVERSITY = range(5)
 
 
 def example_keys(key, first_index, batch_size):

@@ -20,7 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax import step as step_lib
+from gan_jax import labels as labels_lib
+from gan_jax.axis import AXIS
 from gan_jax.errors import UserError
 
 # Noise for the statistics: its own stream, apart from the samples' keys.
@@ -32,7 +33,7 @@ def batch(config, i):
   key = jax.random.fold_in(jax.random.PRNGKey(config.eval.seed), _KEY_SALT)
   z_key, dropout_key = jax.random.split(jax.random.fold_in(key, i))
   z = jax.random.normal(z_key, (config.batch_size, config.z_dim))
-  return z, step_lib.eval_labels(config, config.batch_size), dropout_key
+  return z, labels_lib.eval_labels(config, config.batch_size), dropout_key
 
 
 def _static(apply_fn):
@@ -69,7 +70,7 @@ def _batch_moments(model, variables, z, labels, key):
 
   # Training mode names the cross-replica axis; a one-replica vmap binds it.
   labels = None if labels is None else labels[None]
-  moments = jax.vmap(one_replica, axis_name=step_lib.AXIS)(z[None], labels)
+  moments = jax.vmap(one_replica, axis_name=AXIS)(z[None], labels)
   return jax.tree.map(lambda x: x[0], moments)
 
 

@@ -15,7 +15,9 @@ import optax
 from flax.training import train_state
 
 from gan_jax import checks
-from gan_jax import step as step_lib
+from gan_jax import ema
+from gan_jax import labels as labels_lib
+from gan_jax import packing
 from gan_jax.errors import UserError
 
 
@@ -33,7 +35,7 @@ class GANState(flax.struct.PyTreeNode):
   g: NetState
   d: NetState
   key: jax.Array  # Raw uint32 PRNG key; each step folds in `step`.
-  # EMA of g.params (config.ema, updated by gan_jax.step.update_ema), or None
+  # EMA of g.params (config.ema, updated by gan_jax.ema.update), or None
   # when off (then the tree, and so the checkpoint, is as without this field).
   g_ema: Optional[Any] = None
 
@@ -109,21 +111,21 @@ def create(config, generator, discriminator, example_shape) -> GANState:
     raise UserError(f"config.nonfinite must be 'stop' or 'skip', got "
                     f'{config.nonfinite!r}')
   skip = config.nonfinite == 'skip'
-  pack = step_lib.pack_size(config)
+  pack = packing.pack_size(config)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   g_key, d_key = jax.random.split(init_key)
   # Two examples, so that layers that need a batch (BatchNorm) initialise.
   z = jnp.zeros((2, config.z_dim), jnp.float32)
   # D sees packs of `pack` examples (PacGAN); it is built for that shape.
-  x = jnp.zeros((2, *step_lib.packed_shape(example_shape, pack)), jnp.float32)
-  labels = jnp.zeros((2,), jnp.int32) if step_lib.num_classes(config) else None
+  x = jnp.zeros((2, *packing.packed_shape(example_shape, pack)), jnp.float32)
+  labels = jnp.zeros((2,), jnp.int32) if labels_lib.num_classes(config) else None
   g = _init_net(generator, g_key, z, make_optimizer(
       config.g.optimizer, config.num_steps, skip), labels)
   d = _init_net(discriminator, d_key, x, make_optimizer(
       config.d.optimizer, config.num_steps * config.d_steps, skip), labels)
   checks.check_gradient_penalty(config, d.model_state)
   g_ema = None
-  if step_lib.ema_decay(config) > 0:
+  if ema.decay(config) > 0:
     # A copy: the step donates the state's buffers, which must not alias.
     g_ema = jax.tree.map(jnp.copy, g.params)
   return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d, key=train_key,

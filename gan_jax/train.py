@@ -21,11 +21,15 @@ from gan_jax import checkpoint
 from gan_jax import checks
 from gan_jax import data
 from gan_jax import distributed
+from gan_jax import diversity
 from gan_jax import evaluate
 from gan_jax import models
+from gan_jax import nonfinite
+from gan_jax import sampling
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import writers
+from gan_jax.axis import AXIS
 from gan_jax.errors import UserError
 
 
@@ -37,8 +41,8 @@ def _device_sharding(devices):
   on one compiled program (flax's `replicate` names the axis otherwise, which
   compiles the whole step a second time).
   """
-  mesh = jax.sharding.Mesh(np.array(devices), (step_lib.AXIS,))
-  return jax.NamedSharding(mesh, jax.P(step_lib.AXIS))
+  mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
+  return jax.NamedSharding(mesh, jax.P(AXIS))
 
 
 def _replicate(tree, devices):
@@ -163,15 +167,12 @@ def _restore(ckpt, config, state, data_iter, set_aside=True, step=None):
   return state
 
 
-def train_and_evaluate(config, workdir):
-  """Trains (or resumes) the run in `workdir`; returns the final GANState.
-
-  Nothing is written to `workdir` until the config, data and models have been
-  checked and the latest checkpoint restored.
-  """
+def _start(config, workdir):
+  """Checks the config, builds the data, models and state and restores the
+  latest checkpoint: (data iterator, state, checkpointer). Nothing is written
+  to `workdir` before all of that has succeeded but the config's copy."""
   checks.validate(config)
   evaluate.check(config)
-  devices = jax.local_devices()
   if config.batch_size % jax.device_count():
     raise UserError(
         f'batch_size {config.batch_size} does not divide over '
@@ -180,44 +181,94 @@ def train_and_evaluate(config, workdir):
   _check_writable(workdir)
   distributed.check_shared_workdir(workdir)
   logging.info('%d devices (%d on this host, process %d of %d), batch %d per '
-               'device', jax.device_count(), len(devices), jax.process_index(),
-               jax.process_count(), config.batch_size // jax.device_count())
-
-  host_batch = config.batch_size // jax.process_count()
-  data_iter = data.build(config, host_batch, jax.process_index(),
-                         jax.process_count())
+               'device', jax.device_count(), jax.local_device_count(),
+               jax.process_index(), jax.process_count(),
+               config.batch_size // jax.device_count())
+  data_iter = data.build(config, config.batch_size // jax.process_count(),
+                         jax.process_index(), jax.process_count())
   evaluate.check_image_shape(config, data_iter.example_shape)
   generator, discriminator = models.build(config, data_iter.example_shape)
   state = state_lib.create(config, generator, discriminator,
                            data_iter.example_shape)
   ckpt = checkpoint.Checkpointer(workdir, config)
   state = _restore(ckpt, config, state, data_iter)
-  start = int(state.step)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  return data_iter, state, ckpt
 
+
+def _checked_scalars(step, metrics, first_bad, ckpt):
+  """The step's metrics as floats; raises UserError on a non-finite step or
+  a run of skipped updates (nothing is saved after a bad step)."""
+  bad = nonfinite.decode(unreplicate(first_bad))
+  if bad:
+    raise UserError(
+        f'non-finite loss or gradient in {" and ".join(bad[1])} at step '
+        f'{bad[0]}; lower the learning rate, add a penalty, or set '
+        "--config.nonfinite=skip. The last good checkpoint "
+        f'(step {ckpt.latest_step()}) is left in {ckpt.directory}')
+  scalars = {name: float(v) for name, v in
+             jax.device_get(unreplicate(metrics)).items() if name != 'nonfinite'}
+  if scalars.get('skipped_in_a_row', 0) >= state_lib.MAX_CONSECUTIVE_SKIPS:
+    raise UserError(
+        f'{state_lib.MAX_CONSECUTIVE_SKIPS} non-finite updates in a row '
+        f'up to step {step}; the run cannot recover. Lower the learning '
+        f'rate; the last good checkpoint is in {ckpt.directory}')
+  return scalars
+
+
+def _log(config, writer, step, scalars, steps_per_sec):
+  writer.write_scalars(step, {**scalars, 'steps_per_sec': steps_per_sec})
+  ratio = scalars['diversity_ratio']
+  if ratio < config.get('collapse_threshold', 0.):
+    logging.warning(
+        'Possible mode collapse at step %d: diversity_ratio %.3f is below '
+        'config.collapse_threshold %g (generated samples are much closer '
+        'together than real ones).', step, ratio, config.collapse_threshold)
+  eta = (config.num_steps - step) / max(steps_per_sec, 1e-9)
+  logging.info('step %d/%d  d_loss %.4f  g_loss %.4f  %.1f steps/s  ETA %s',
+               step, config.num_steps, scalars['d_loss'], scalars['g_loss'],
+               steps_per_sec, time.strftime('%H:%M:%S', time.gmtime(eta)))
+
+
+def _evaluate(config, generate, state, step, workdir, writer):
+  """The metrics of the sampling generator (EMA when on), logged."""
+  g_eval, tag = evaluate.generator(config, state)
+  results = evaluate.evaluate(config, generate, unreplicate(g_eval), step,
+                              workdir, writer, tag)
+  if results:
+    writer.write_scalars(step, results)
+    logging.info('eval step %d  %s', step, '  '.join(
+        f'{name} {v:.4g}' for name, v in results.items()))
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (or resumes) the run in `workdir`; returns the final GANState."""
+  data_iter, state, ckpt = _start(config, workdir)
+  devices = jax.local_devices()
   steps_per_call = step_lib.steps_per_call(config)
-  p_step = jax.pmap(step_lib.make_multi_step(config), axis_name=step_lib.AXIS,
+  p_step = jax.pmap(step_lib.make_multi_step(config), axis_name=AXIS,
                     donate_argnums=(0,))
-  generate = step_lib.make_generate(config)
+  p_diversity = jax.pmap(diversity.make_diversity(config), axis_name=AXIS)
+  generate = sampling.make_generate(config)
   state = _replicate(state, devices)
   feeder = DeviceFeeder(data_iter, config.d_steps, devices)
   writer = writers.MetricWriter(workdir)
   stop = StopSignal()
   periods = (config.log_every, config.eval_every, config.checkpoint.every)
   try:
-    t0, t_step = time.time(), start
-    step = start
-    nonfinite = None  # The first non-finite step since the last check, on device.
+    step = t_step = int(unreplicate(state.step))
+    t0 = time.time()
+    first_bad = None  # The first non-finite step since the last check, on device.
     while step < config.num_steps:
       # Run up to steps_per_call steps, stopping at the next log/eval/save step.
       k = min([steps_per_call, config.num_steps - step]
               + [p - step % p for p in periods])
       batch, data_state = feeder.next(k)
       state, metrics = p_step(state, batch)
-      nonfinite = (metrics['nonfinite'] if nonfinite is None
-                   else jnp.minimum(nonfinite, metrics['nonfinite']))
+      first_bad = (metrics['nonfinite'] if first_bad is None
+                   else jnp.minimum(first_bad, metrics['nonfinite']))
       step += k
       last = step == config.num_steps
       stopping = stop.requested(ckpt, step)
@@ -225,46 +276,16 @@ def train_and_evaluate(config, workdir):
       if step % config.log_every == 0 or save:
         # Fetched at log and save steps only, so the host does not wait on the
         # devices in between; a bad state is never saved.
-        metrics = jax.device_get(unreplicate(metrics))
-        bad = step_lib.decode_nonfinite(unreplicate(nonfinite))
-        nonfinite = None
-        if bad:
-          raise UserError(
-              f'non-finite loss or gradient in {" and ".join(bad[1])} at step '
-              f'{bad[0]}; lower the learning rate, add a penalty, or set '
-              "--config.nonfinite=skip. The last good checkpoint "
-              f'(step {ckpt.latest_step()}) is left in {ckpt.directory}')
-        scalars = {name: float(v) for name, v in metrics.items()
-                   if name != 'nonfinite'}
-        if scalars.get('skipped_in_a_row', 0) >= state_lib.MAX_CONSECUTIVE_SKIPS:
-          raise UserError(
-              f'{state_lib.MAX_CONSECUTIVE_SKIPS} non-finite updates in a row '
-              f'up to step {step}; the run cannot recover. Lower the learning '
-              f'rate; the last good checkpoint is in {ckpt.directory}')
+        scalars = _checked_scalars(step, metrics, first_bad, ckpt)
+        first_bad = None
+        # On the last real batch of the call, with the updated G.
+        scalars['diversity_ratio'] = float(unreplicate(p_diversity(
+            state, jax.tree.map(lambda b: b[:, -1, -1], batch))))
         now = time.time()
-        sps = (step - t_step) / max(now - t0, 1e-9)
+        _log(config, writer, step, scalars, (step - t_step) / max(now - t0, 1e-9))
         t0, t_step = now, step
-        writer.write_scalars(step, {**scalars, 'steps_per_sec': sps})
-        ratio = scalars.get('diversity_ratio')
-        if ratio is not None and ratio < config.get('collapse_threshold', 0.):
-          logging.warning(
-              'Possible mode collapse at step %d: diversity_ratio %.3f is below '
-              'config.collapse_threshold %g (generated samples are much closer '
-              'together than real ones).', step, ratio, config.collapse_threshold)
-        eta = (config.num_steps - step) / max(sps, 1e-9)
-        logging.info('step %d/%d  d_loss %.4f  g_loss %.4f  %.1f steps/s  ETA %s',
-                     step, config.num_steps, scalars['d_loss'],
-                     scalars['g_loss'], sps,
-                     time.strftime('%H:%M:%S', time.gmtime(eta)))
       if step % config.eval_every == 0 or last:
-        # The EMA generator when config.ema is on (unless config.eval.ema=False).
-        g_eval, tag = evaluate.generator(config, state)
-        results = evaluate.evaluate(config, generate, unreplicate(g_eval),
-                                    step, workdir, writer, tag)
-        if results:
-          writer.write_scalars(step, results)
-          logging.info('eval step %d  %s', step, '  '.join(
-              f'{name} {v:.4g}' for name, v in results.items()))
+        _evaluate(config, generate, state, step, workdir, writer)
       if save:
         ckpt.save(step, unreplicate(state), data_state, config)
       if stopping:
@@ -315,7 +336,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
   generator, discriminator = models.build(config, data_iter.example_shape)
   template = state_lib.create(config, generator, discriminator,
                               data_iter.example_shape)
-  generate = step_lib.make_generate(config)
+  generate = sampling.make_generate(config)
   networks = evaluate.feature_networks(config)
   networks = {'feature_networks': networks} if networks else {}
   writer = writers.MetricWriter(workdir)

@@ -1,4 +1,5 @@
-"""Shared test helpers: a tiny config and a way to run launch.py."""
+"""Shared test helpers: a tiny config, a way to run launch.py, and the skips of
+tests that need the test-only requirements (requirements-test.txt)."""
 import os
 import subprocess
 import sys
@@ -16,6 +17,44 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+# In the skip reason of every test that needs requirements-test.txt.
+EXTRA_SKIP = 'a test-only requirement'
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'extras: needs a test-only requirement (torch, pytorch-fid, '
+      'scikit-learn, prdc, clean-fid): pip install -r requirements-test.txt. '
+      "Skipped without it; `-m extras` runs only these.")
+
+
+def importorskip_extra(module, package):
+  """Imports `module` of the test-only requirement `package`, or skips.
+
+  The README's install is requirements.txt alone, and the suite must pass
+  there: the tests that compare with reference packages skip, saying what to
+  install. Such tests also carry the `extras` marker.
+  """
+  __tracebackhide__ = True  # Skips are reported at the caller's line.
+  return pytest.importorskip(
+      module, reason=f'needs {package}, {EXTRA_SKIP}: '
+      'pip install -r requirements-test.txt')
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+  # A test that skips for a test-only requirement but lacks the `extras`
+  # marker would run in no CI run (.ci/run's run with the extras is
+  # `-m extras` only): it fails instead.
+  report = yield
+  if (report.skipped and call.excinfo is not None
+      and EXTRA_SKIP in str(call.excinfo.value)
+      and item.get_closest_marker('extras') is None):
+    report.outcome = 'failed'
+    report.longrepr = (f'{item.nodeid} skips for {EXTRA_SKIP} but is not '
+                       'marked @pytest.mark.extras')
+  return report
 
 
 def tiny_config(arg=None, **overrides):
@@ -37,6 +76,19 @@ def tiny_config(arg=None, **overrides):
     for p in parents:
       node = node[p]
     node[leaf] = value
+  return for_model(config) if 'model' in overrides else config
+
+
+def for_model(config):
+  """Drops the fields of config.g / config.d that config.model does not read
+  (gan_jax/models/registry.py), as a config made for that model would."""
+  from gan_jax import checks  # pylint: disable=g-import-not-at-top
+  from gan_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.get(config.model)
+  for net in ('g', 'd'):
+    read = checks.STEP_FIELDS[net] + model.fields(net)
+    for field in [f for f in config[net].keys() if f not in read]:
+      del config[net][field]
   return config
 
 

@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 
 RESULT_FIELDS = {
     'batch', 'dtype', 'd_steps', 'steps_per_call', 'example_shape',
-    'replicate', 'ablate', 'ms_per_iter', 'ms_per_iter_min', 'ms_per_iter_max',
+    'replicate', 'ms_per_iter', 'ms_per_iter_min', 'ms_per_iter_max',
     'timed_iterations', 'images_per_s', 'real_images_per_s', 'compile_s',
     'compile2_s', 'flops_per_iter', 'tflops', 'xla_flops_per_call',
     'jaxpr_conv_dot_dtypes', 'state_dtypes', 'hlo_dtypes', 'xla_compiles_s',

@@ -13,6 +13,8 @@ from gan_jax import checks
 from gan_jax import data
 from gan_jax import models
 from gan_jax import state as state_lib
+from gan_jax import labels as labels_lib
+from gan_jax import sampling
 from gan_jax import step as step_lib
 from gan_jax import train
 from gan_jax.data import toy
@@ -20,6 +22,7 @@ from gan_jax.errors import UserError
 from gan_jax.metrics import toy as toy_metrics
 from gan_jax.models import conditional
 from tests.conftest import run_launch
+from tests.conftest import for_model
 from tests.conftest import tiny_config
 from tests import test_multidevice
 
@@ -34,7 +37,7 @@ def _image_config(path, num_classes=3, head='projection', model='dcgan'):
   config.conditional.d = head
   config.g.channels = config.d.channels = 4
   config.z_dim = 8
-  return config
+  return for_model(config)
 
 
 def _labelled_npz(path, n=24, size=32, classes=3, labels=True):
@@ -122,7 +125,7 @@ def test_every_model_takes_labels(model, head):
   assert not np.allclose(x[0], x[1])
   out = d.apply({'params': state.d.params, **state.d.model_state}, x,
                 train=False, labels=labels)
-  logits, class_logits = step_lib.split_d_output(out)
+  logits, class_logits = labels_lib.split_d_output(out)
   assert logits.shape == (4,) and logits.dtype == jnp.float32
   if head == 'acgan':
     assert class_logits.shape == (4, 3)
@@ -251,7 +254,7 @@ def test_conditional_toy_gan_puts_each_label_on_its_mode(head, tmp_path):
   config.g.width = config.d.width = 64
   config.conditional.d = head
   state = train.train_and_evaluate(config, str(tmp_path))
-  generate = step_lib.make_generate(config)
+  generate = sampling.make_generate(config)
   labels = jnp.repeat(jnp.arange(8, dtype=jnp.int32), 100)
   samples = np.asarray(generate(state_lib.sampling_generator(state),
                                 jax.random.PRNGKey(5), 800, labels))

@@ -9,7 +9,8 @@ import pytest
 from gan_jax import checks
 from gan_jax import models
 from gan_jax.errors import UserError
-from gan_jax.step import AXIS
+from gan_jax.axis import AXIS
+from tests.conftest import for_model
 from tests.conftest import tiny_config
 
 Z_DIM, BATCH = 8, 2
@@ -44,7 +45,7 @@ def _config(model, **norms):
   config.g.upsample = 'resize_conv'
   for net, norm in norms.items():
     config[net].norm = norm
-  return config
+  return for_model(config)
 
 
 def _module(model, net, norm):
@@ -216,12 +217,13 @@ def test_unknown_norm_names_the_allowed_ones(model, net):
 
 @pytest.mark.parametrize('model,net,norm', COMBOS)
 def test_config_check_accepts_every_switch(model, net, norm):
-  assert net in checks.NORM_MODELS[model]
+  assert 'norm' in models.MODELS[model].fields(net)
   checks.validate(_config(model, **{net: norm}))
 
 
 def test_every_model_has_norm_switches():
-  assert set(checks.NORM_MODELS) == set(models.MODELS)
+  assert all('norm' in m.g_fields and 'norm' in m.d_fields
+             for m in models.MODELS.values())
 
 
 @pytest.mark.parametrize('penalty', ['wgan_gp', 'r1'])

@@ -6,6 +6,7 @@ import pytest
 
 from gan_jax import models
 from gan_jax.errors import UserError
+from tests.conftest import for_model
 from tests.conftest import tiny_config
 
 
@@ -33,7 +34,7 @@ def _image_config(model, **fields):
   for key, value in fields.items():
     net, name = key.split('__')
     config[net][name] = value
-  return config
+  return for_model(config)
 
 
 def test_dcgan_mnist_is_the_seeds_network():

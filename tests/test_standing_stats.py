@@ -10,6 +10,7 @@ from gan_jax import evaluate
 from gan_jax import models
 from gan_jax import standing_stats
 from gan_jax import state as state_lib
+from gan_jax import sampling
 from gan_jax import step as step_lib
 from gan_jax.errors import UserError
 from tests.conftest import tiny_config
@@ -108,7 +109,7 @@ def test_evaluate_samples_the_generator_with_standing_statistics(tmp_path):
   the generator it was given (the training state) as it was."""
   config, g = _g('dcgan_mnist', data__name='images')
   config.eval.grid_rows = 2
-  generate = step_lib.make_generate(config)
+  generate = sampling.make_generate(config)
   seen = []
 
   def spy(g_state, key, num, labels=None):

@@ -15,8 +15,11 @@ from flax.jax_utils import unreplicate
 from gan_jax import augment
 from gan_jax import checkpoint
 from gan_jax import checks
+from gan_jax import diversity
+from gan_jax import ema
 from gan_jax import evaluate
 from gan_jax import models
+from gan_jax import packing
 from gan_jax import rng
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
@@ -107,9 +110,9 @@ def test_step_updates_the_ema_of_g(full_step):
 def test_update_ema_copies_until_start_step_then_averages():
   config = tiny_config(ema__decay=0.9, ema__start_step=3)
   ema, params = {'w': jnp.array([1.0])}, {'w': jnp.array([2.0])}
-  assert float(step_lib.update_ema(config, ema, params, 3)['w'][0]) == 2.0
+  assert float(ema.update(config, ema, params, 3)['w'][0]) == 2.0
   np.testing.assert_allclose(
-      float(step_lib.update_ema(config, ema, params, 4)['w'][0]),
+      float(ema.update(config, ema, params, 4)['w'][0]),
       0.9 * 1.0 + 0.1 * 2.0, rtol=1e-6)
 
 
@@ -318,21 +321,21 @@ def test_augment_errors():
 
 def test_pack_vectors_and_images():
   x = jnp.arange(8.).reshape(4, 2)
-  np.testing.assert_array_equal(step_lib.pack(x, 2),
+  np.testing.assert_array_equal(packing.pack(x, 2),
                                 [[0, 1, 2, 3], [4, 5, 6, 7]])
   img = jnp.arange(4 * 2 * 2 * 3.).reshape(4, 2, 2, 3)
-  packed = step_lib.pack(img, 2)
+  packed = packing.pack(img, 2)
   assert packed.shape == (2, 2, 2, 6)
   np.testing.assert_array_equal(packed[1, :, :, 3:], img[3])
   np.testing.assert_array_equal(packed[1, :, :, :3], img[2])
-  assert step_lib.packed_shape((2,), 4) == (8,)
-  assert step_lib.packed_shape((32, 32, 3), 2) == (32, 32, 6)
-  assert step_lib.pack(x, 1) is x
+  assert packing.packed_shape((2,), 4) == (8,)
+  assert packing.packed_shape((32, 32, 3), 2) == (32, 32, 6)
+  assert packing.pack(x, 1) is x
 
 
 def test_pack_must_divide_the_per_device_batch():
   with pytest.raises(UserError, match='d.pack=3 must divide the per-device'):
-    step_lib.pack(jnp.zeros((4, 2)), 3)
+    packing.pack(jnp.zeros((4, 2)), 3)
   with pytest.raises(UserError, match='d.pack=3'):
     checks.validate(tiny_config(d__pack=3))
 
@@ -343,12 +346,12 @@ def test_pack_must_divide_the_per_device_batch():
 def test_mean_pairwise_distance_and_diversity_ratio():
   # Distances 5, 4 and 3 (a 3-4-5 triangle): the mean is 4.
   x = jnp.array([[0., 0.], [3., 4.], [0., 4.]])
-  np.testing.assert_allclose(float(step_lib.mean_pairwise_distance(x)), 4.,
+  np.testing.assert_allclose(float(diversity.mean_pairwise_distance(x)), 4.,
                              rtol=1e-5)
-  np.testing.assert_allclose(float(step_lib.diversity_ratio(x / 2, x)), 0.5,
+  np.testing.assert_allclose(float(diversity.diversity_ratio(x / 2, x)), 0.5,
                              rtol=1e-5)
   collapsed = jnp.ones((3, 2))
-  assert float(step_lib.diversity_ratio(collapsed, x)) < 1e-5
+  assert float(diversity.diversity_ratio(collapsed, x)) < 1e-5
 
 
 # --- dtype ----------------------------------------------------------------
@@ -399,11 +402,14 @@ def test_validate_rejects_bad_toolbox_values(overrides, match):
 
 
 def test_norm_switch_on_a_model_without_one_is_refused(monkeypatch):
-  """A forked model not in NORM_MODELS does not silently ignore g/d.norm."""
-  monkeypatch.setitem(checks.NORM_MODELS, 'dcgan', ('d',))
-  with pytest.raises(UserError, match='no g.norm switch'):
-    checks.validate(tiny_config(model='dcgan', g__norm='layer'))
-  checks.validate(tiny_config(model='dcgan', d__norm='layer'))
+  """A forked model that reads no g.norm does not silently ignore it."""
+  model = models.MODELS['mlp']
+  monkeypatch.setitem(models.MODELS, 'mlp', model._replace(
+      g_fields=tuple(f for f in model.g_fields if f != 'norm')))
+  with pytest.raises(UserError, match="config.g.norm is not read by model 'mlp'"):
+    checks.validate(tiny_config())
+  monkeypatch.setitem(models.MODELS, 'mlp', model)
+  checks.validate(tiny_config(d__norm='layer'))
 
 
 def test_unknown_mlp_norm():

@@ -12,6 +12,15 @@ except celeb_a), exposes `example_shape`, and has `get_state()` /
 `set_state(state)` (JSON-serialisable) so that a resumed run continues from the
 same position. Host `i` of `n` gets the `i`-th of `n` equal slices of every
 global batch, so no example is seen twice or dropped across hosts.
+
+To add a dataset, write the builder and register it by name:
+
+    @data.register('my_data')
+    def build(config, host_batch_size, process_index, process_count): ...
+
+For examples in memory, `pipeline.build(pipeline.ArrayBatches(images), ...)`
+meets the contract (shuffling, host shares, resumable state;
+gan_jax/data/pipeline.py).
 """
 from typing import Callable
 
@@ -29,6 +38,16 @@ DATASETS: dict[str, Callable] = {
     'celeb_a': tfds_data.build,
     'images': own_images.build,
 }
+
+
+def register(name: str):
+  """A decorator registering a dataset builder as `config.data.name=name`."""
+  def decorator(builder):
+    if name in DATASETS:
+      raise ValueError(f'dataset {name!r} is registered twice')
+    DATASETS[name] = builder
+    return builder
+  return decorator
 
 
 def build(config, host_batch_size, process_index=0, process_count=1):

@@ -15,28 +15,21 @@ generator is wrapped to take `labels` too, and the discriminator gets
 Non-parameter collections (BatchNorm's `batch_stats`, spectral normalisation's
 power-iteration vectors) are kept in the train state and updated in the step;
 dropout draws from the `dropout` RNG stream. To add a model, write the builder
-in its own module and register it below.
+in its own module, decorate it with `registry.register(name, g_fields=...,
+d_fields=...)` (the config fields it reads) and import the module below.
 """
-from typing import Callable
-
-from gan_jax.errors import UserError
 from gan_jax.models import conditional
-from gan_jax.models import dcgan
-from gan_jax.models import dcgan_mnist
-from gan_jax.models import mlp
-from gan_jax.models import sngan_resnet
+from gan_jax.models import dcgan  # pylint: disable=unused-import
+from gan_jax.models import dcgan_mnist  # pylint: disable=unused-import
+from gan_jax.models import mlp  # pylint: disable=unused-import
+from gan_jax.models import registry
+from gan_jax.models import sngan_resnet  # pylint: disable=unused-import
 
-MODELS: dict[str, Callable] = {
-    'dcgan': dcgan.build,
-    'dcgan_mnist': dcgan_mnist.build,
-    'mlp': mlp.build,
-    'sngan_resnet': sngan_resnet.build,
-}
+MODELS = registry.MODELS
+register = registry.register
+get = registry.get
 
 
 def build(config, example_shape):
-  if config.model not in MODELS:
-    raise UserError(f'unknown model {config.model!r}; set config.model to one '
-                    'of: ' + ', '.join(sorted(MODELS)))
-  generator, discriminator = MODELS[config.model](config, example_shape)
+  generator, discriminator = get(config.model).build(config, example_shape)
   return conditional.wrap_generator(config, generator), discriminator

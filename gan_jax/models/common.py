@@ -6,9 +6,8 @@ import jax.numpy as jnp
 
 from gan_jax.errors import UserError
 # The step's pmap axis, which BatchNorm names to average its statistics over
-# all devices. gan_jax.step imports only losses, penalties and rng, so this
-# import is not circular (it would be if the step ever imported the models).
-from gan_jax.step import AXIS
+# all devices.
+from gan_jax.axis import AXIS
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax import step as step_lib
+from gan_jax import labels as labels_lib
 from gan_jax.errors import UserError
 from gan_jax.models import common
 
@@ -42,7 +42,7 @@ G_MODES = ('concat', 'cbn')
 D_HEADS = ('projection', 'acgan')
 
 
-num_classes = step_lib.num_classes
+num_classes = labels_lib.num_classes
 
 
 def _field(config, name, choices):

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from gan_jax.errors import UserError
 from gan_jax.models import common
 from gan_jax.models import conditional
+from gan_jax.models import registry
 from gan_jax.models import conv_transpose
 
 SIZES = (32, 64)
@@ -160,6 +161,8 @@ def d_norm(config):
   return common.norm_name(config, 'd', 'dcgan', D_NORMS, DEFAULT_D_NORM)
 
 
+@registry.register('dcgan', g_fields=('channels', 'norm', 'conv_transpose'),
+                   d_fields=('channels', 'norm'))
 def build(config, example_shape):
   size, channels = common.square_image(example_shape, SIZES, 'dcgan')
   dtype = common.compute_dtype(config)

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from gan_jax.errors import UserError
 from gan_jax.models import common
 from gan_jax.models import conditional
+from gan_jax.models import registry
 from gan_jax.models import conv_transpose
 
 UPSAMPLE = ('transpose', 'resize_conv')
@@ -148,6 +149,8 @@ def d_norm(config):
   return common.norm_name(config, 'd', 'dcgan_mnist', D_NORMS, DEFAULT_D_NORM)
 
 
+@registry.register('dcgan_mnist', g_fields=('upsample', 'norm', 'conv_transpose'),
+                   d_fields=('norm',))
 def build(config, example_shape):
   _, channels = common.square_image(example_shape, (28,), 'dcgan_mnist')
   upsample = config.g.get('upsample', 'transpose')

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from gan_jax.errors import UserError
 from gan_jax.models import common
 from gan_jax.models import conditional
+from gan_jax.models import registry
 
 NORMS = ('none', 'batch', 'layer', 'spectral')
 DEFAULT_NORM = 'none'
@@ -114,6 +115,8 @@ class Discriminator(nn.Module):
         lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32), layer)
 
 
+@registry.register('mlp', g_fields=('width', 'depth', 'activation', 'norm'),
+                   d_fields=('width', 'depth', 'activation', 'norm'))
 def build(config, example_shape):
   g, d = config.g, config.d
   dtype = common.compute_dtype(config)

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from gan_jax.errors import UserError
 from gan_jax.models import common
 from gan_jax.models import conditional
+from gan_jax.models import registry
 
 SIZES = (32,)
 G_NORMS = ('batch', 'none')
@@ -188,6 +189,8 @@ def d_norm(config):
   return common.norm_name(config, 'd', 'sngan_resnet', D_NORMS, DEFAULT_D_NORM)
 
 
+@registry.register('sngan_resnet', g_fields=('channels', 'norm'),
+                   d_fields=('channels', 'norm'))
 def build(config, example_shape):
   _, channels = common.square_image(example_shape, SIZES, 'sngan_resnet')
   dtype = common.compute_dtype(config)

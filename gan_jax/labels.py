@@ -1,0 +1,62 @@
+"""Class labels in the step: conditional batches and the ACGAN loss.
+
+With `config.num_classes = N > 0` a batch is `(images, labels)`, fakes are
+generated for the real batch's labels, and a discriminator with an ACGAN head
+(gan_jax/models/conditional.py) returns `(logits, class_logits)`; its
+cross-entropy is added to both losses with weight
+`config.conditional.acgan_weight` (Odena et al. 2017).
+"""
+import jax.numpy as jnp
+import optax
+
+
+def num_classes(config) -> int:
+  """`config.num_classes`: 0 unconditional, else class-conditional G and D."""
+  return config.get('num_classes', 0) or 0
+
+
+def split_batch(batch):
+  """(images, labels) of a batch; labels is None when unconditional."""
+  return batch if isinstance(batch, tuple) else (batch, None)
+
+
+def split_d_output(out):
+  """(logits, class_logits or None) of what a discriminator returned."""
+  return out if isinstance(out, tuple) else (out, None)
+
+
+def class_loss(class_logits, labels):
+  """Mean cross-entropy of an ACGAN head."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      class_logits, labels))
+
+
+def acgan_weight(config) -> float:
+  """The ACGAN loss weight, 0 when D has no class head."""
+  if num_classes(config) and config.conditional.d == 'acgan':
+    return config.conditional.acgan_weight
+  return 0.
+
+
+def acgan_d_term(weight, real_class, fake_class, labels):
+  """D's classification loss on real and fake examples: (term, metrics)."""
+  if real_class is None:
+    return 0., {}
+  loss = class_loss(real_class, labels) + class_loss(fake_class, labels)
+  acc = jnp.mean(jnp.argmax(real_class, -1) == labels)
+  return weight * loss, {'d_class_loss': loss, 'd_class_acc': acc}
+
+
+def acgan_g_term(weight, fake_class, labels):
+  """G wants its fakes classified as their labels: (term, metrics)."""
+  if fake_class is None:
+    return 0., {}
+  loss = class_loss(fake_class, labels)
+  return weight * loss, {'g_class_loss': loss}
+
+
+def eval_labels(config, num):
+  """Labels for `num` evaluation samples: 0, 1, ..., N-1, 0, 1, ... (class
+  balanced), or None when unconditional."""
+  n = num_classes(config)
+  return jnp.arange(num, dtype=jnp.int32) % n if n else None
