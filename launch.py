@@ -55,11 +55,36 @@ def default_workdir(config_path):
   return os.path.join('runs', f'{name}_{datetime.datetime.now():%Y%m%d_%H%M%S}')
 
 
+_ROOT = os.path.dirname(os.path.realpath(__file__))
+
+
+def _module_name(record):
+  """The dotted name of the module that logged `record`; '' for a library's.
+
+  A logger named after its module (logging.getLogger(__name__), as jax's)
+  says it in record.name. But absl's `logging.info` logs through the logger
+  'absl' for every caller (gan_jax, orbax, ...), and `logging.info` through
+  'root': then the module is the caller's file (record.pathname) as a path
+  under the checkout, if every part of that path is a Python identifier. A
+  library's file is not: it is outside the checkout, or inside it in a venv
+  (.venv/lib/python3.11/site-packages/...).
+  """
+  if record.name not in ('absl', 'root'):
+    return record.name
+  path = os.path.relpath(os.path.realpath(record.pathname), _ROOT)
+  parts = os.path.splitext(path)[0].split(os.sep)
+  return '.'.join(parts) if all(p.isidentifier() for p in parts) else ''
+
+
 class _OnlyOurs(logging_lib.Filter):
-  """Keeps INFO lines from gan_jax; libraries (orbax, jax) only warn and worse."""
+  """INFO and up of gan_jax and launch.py; of libraries (orbax, jax) WARNING."""
 
   def filter(self, record):
-    return record.levelno >= logging_lib.WARNING or 'gan_jax' in record.pathname
+    if record.levelno >= logging_lib.WARNING:
+      return True
+    name = _module_name(record)
+    return (name in ('__main__', 'launch', 'gan_jax')
+            or name.startswith('gan_jax.'))
 
 
 def main(argv):
@@ -78,6 +103,8 @@ def main(argv):
           'on a filesystem they all see')
   if _EVAL_STEPS.value is not None and _MODE.value != 'eval':
     _fail('--eval_steps goes with --mode=eval')
+  from gan_jax import backend  # pylint: disable=g-import-not-at-top
+  backend.check()  # 'backend gpu: 8 x NVIDIA H100 ...', or a GPU left unused.
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   logging.info('workdir: %s', workdir)

@@ -52,16 +52,13 @@ case $stage in
     ;;
   extra)
     # Proposals: the state replicated onto a mesh named step.AXIS (no second
-    # compilation), the per-step diversity metric left out, and more steps
+    # compilation) and more steps
     # per call; each against the plain run in the same command.
     bench --config configs/mnist_dcgan.py --config.dtype=bfloat16 \
         --batch_sizes=64,1024 --nocheck_dtypes --out="$out/extra_baseline.json"
     bench --config configs/mnist_dcgan.py --config.dtype=bfloat16 \
         --batch_sizes=64,1024 --nocheck_dtypes --replicate=axis_mesh \
         --out="$out/extra_axis_mesh.json"
-    bench --config configs/mnist_dcgan.py --config.dtype=bfloat16 \
-        --batch_sizes=64,1024 --nocheck_dtypes --ablate=diversity \
-        --out="$out/extra_no_diversity.json"
     bench --config configs/mnist_dcgan.py --config.dtype=bfloat16 \
         --batch_sizes=64 --nocheck_dtypes --config.steps_per_call=50 \
         --out="$out/extra_steps_per_call_50.json"

@@ -66,13 +66,13 @@ def image_config(*, data, model, loss, z_dim, batch_size, num_steps, lr, b1,
   config.eval.grid_rows = 8
   # Sample-quality metrics on FID-Inception features (gan_jax/metrics/), e.g.
   # 'fid_10k_train,kid_10k_train,is_10k'; they need the converted pytorch-fid
-  # weights (README, Evaluation). '' : sample grids only.
+  # weights (docs/evaluation.md). '' : sample grids only.
   config.eval.metrics = ''
   config.eval.inception_weights = ''
   # Metrics with the tag 'clf' (fid_clf_10k_train, kid_clf, is_clf_10k, ...)
   # are computed on the features of a classifier instead of Inception, for
   # labelled data and no download: the --workdir of tools/train_classifier.py
-  # (README, Evaluation). Numbers compare only with the same checkpoint.
+  # (docs/evaluation.md). Numbers compare only with the same checkpoint.
   config.eval.classifier_checkpoint = ''
   config.eval.num_samples = 10_000  # For the generic names 'fid', 'kid', ...
   config.eval.reference_split = 'train'  # For the generic names.

@@ -6,7 +6,7 @@
         --config.data.path=digits.npz --workdir runs/digits_classifier
 
 then evaluate a GAN on that data with e.g. --config.eval.metrics=fid_clf_10k_train
---config.eval.classifier_checkpoint=runs/digits_classifier (README, Evaluation).
+--config.eval.classifier_checkpoint=runs/digits_classifier (docs/evaluation.md).
 Adam(1e-3), batch 128, 5 epochs; accuracy on the test split (TFDS) or on a
 held-out 10% of your own labelled images (`images`: an .npz with `labels`, or
 one subfolder per class), which have no splits.

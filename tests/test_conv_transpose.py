@@ -95,13 +95,20 @@ def test_dcgan_generators_same_by_either_impl(norm):
     np.testing.assert_allclose(x_ph, x_xla, atol=1e-5)
 
 
-def test_auto_is_phases_on_cpu_and_unknown_name_refused():
+@pytest.mark.parametrize('backend,want', [('cpu', 'phases'), ('gpu', 'xla'),
+                                          ('tpu', 'xla')])
+def test_auto_is_phases_on_cpu_only(monkeypatch, backend, want):
   config = mnist_dcgan.get_config('data=images')
   assert config.g.conv_transpose == 'auto'
-  assert jax.default_backend() == 'cpu'
-  assert conv_transpose.impl(config) == 'phases'
-  config.g.conv_transpose = 'xla'
-  assert conv_transpose.impl(config) == 'xla'
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  assert conv_transpose.impl(config) == want
+
+
+def test_named_impl_kept_and_unknown_name_refused():
+  config = mnist_dcgan.get_config('data=images')
+  for name in ('xla', 'phases'):  # On any backend.
+    config.g.conv_transpose = name
+    assert conv_transpose.impl(config) == name
   config.g.conv_transpose = 'fast'
   with pytest.raises(UserError, match="conv_transpose 'fast'.*auto, xla"):
     conv_transpose.impl(config)

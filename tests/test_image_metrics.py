@@ -12,6 +12,7 @@ from scipy import linalg
 from gan_jax.errors import UserError
 from gan_jax.metrics import image_metrics as im
 from gan_jax.metrics import reference
+from tests.conftest import importorskip_extra
 
 
 def _stats(x):
@@ -21,8 +22,9 @@ def _stats(x):
 # --- FID ----------------------------------------------------------------------
 
 
+@pytest.mark.extras
 def test_fid_matches_pytorch_fid_on_random_stats():
-  fid_score = pytest.importorskip('pytorch_fid.fid_score')
+  fid_score = importorskip_extra('pytorch_fid.fid_score', 'pytorch-fid')
   rng = np.random.default_rng(0)
   a = rng.normal(size=(200, 16))
   b = rng.normal(0.3, 1.5, size=(300, 16)) @ rng.normal(size=(16, 16))
@@ -36,8 +38,9 @@ def test_fid_matches_pytorch_fid_on_random_stats():
       want, rel=1e-8)
 
 
+@pytest.mark.extras
 def test_fid_adds_eps_where_sqrtm_is_not_finite_like_pytorch_fid(monkeypatch):
-  fid_score = pytest.importorskip('pytorch_fid.fid_score')
+  fid_score = importorskip_extra('pytorch_fid.fid_score', 'pytorch-fid')
   # Singular PSD covariances. Whether scipy's sqrtm finds a square root of
   # their product depends on the machine's LAPACK (nan on some CPUs, a
   # root on others), so it is made to fail here, for both implementations.

@@ -18,9 +18,11 @@ import pytest
 from gan_jax.errors import UserError
 from gan_jax.metrics import image_metrics
 from gan_jax.metrics import inception
+from tests.conftest import importorskip_extra
 
-torch = pytest.importorskip('torch')
-pfi = pytest.importorskip('pytorch_fid.inception')
+pytestmark = pytest.mark.extras
+torch = importorskip_extra('torch', 'torch')
+pfi = importorskip_extra('pytorch_fid.inception', 'pytorch-fid')
 F = torch.nn.functional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

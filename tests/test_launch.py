@@ -1,9 +1,12 @@
 """launch.py as a user runs it: outputs, overrides, and one-line errors."""
 import json
+import logging
 import os
 
+from absl import logging as absl_logging
 import pytest
 
+from tests.conftest import ROOT
 from tests.conftest import run_launch
 
 TINY = ['--config.num_steps=4', '--config.batch_size=8', '--config.g.width=16',
@@ -113,3 +116,46 @@ def test_default_workdir_is_under_runs(tmp_path):
   import launch  # pylint: disable=g-import-not-at-top
   path = launch.default_workdir('configs/default.py:loss=hinge')
   assert path.startswith(os.path.join('runs', 'default_'))
+
+
+@pytest.mark.parametrize('name,path,level,kept', [
+    # absl's logging.info: the logger is 'absl' for every caller.
+    ('absl', 'gan_jax/train.py', logging.INFO, True),
+    ('absl', 'gan_jax/data/pipeline.py', logging.INFO, True),
+    ('absl', 'launch.py', logging.INFO, True),
+    # A venv inside a checkout that is itself named gan_jax.
+    ('absl', '.venv/lib/python3.11/site-packages/orbax/foo.py', logging.INFO,
+     False),
+    ('absl', '.venv/lib/python3.11/site-packages/orbax/foo.py',
+     logging.WARNING, True),
+    # Outside the checkout: a library's file, whatever its name.
+    ('absl', '/usr/lib/python3/dist-packages/gan_jax/train.py', logging.INFO,
+     False),
+    # Loggers named after their module; the root logger goes by the file.
+    ('jax._src.xla_bridge', 'gan_jax/train.py', logging.INFO, False),
+    ('gan_jax.metrics', '.venv/x.py', logging.INFO, True),
+    ('root', 'gan_jax/metrics/image_metrics.py', logging.INFO, True),
+    ('root', 'tools/eval_real_images.py', logging.INFO, False),
+])
+def test_log_filter_keeps_info_of_gan_jax_modules_only(
+    monkeypatch, name, path, level, kept):
+  import launch  # pylint: disable=g-import-not-at-top
+  root = '/x/gan_jax'  # The checkout; its name must not let libraries in.
+  monkeypatch.setattr(launch, '_ROOT', root)
+  record = logging.LogRecord(name, level, os.path.join(root, path), 1, 'm',
+                             None, None)
+  only_ours = launch._OnlyOurs()  # pylint: disable=protected-access
+  assert only_ours.filter(record) == kept
+
+
+def test_log_filter_on_this_checkout():
+  import launch  # pylint: disable=g-import-not-at-top
+  only_ours = launch._OnlyOurs()  # pylint: disable=protected-access
+  def kept(path):
+    return only_ours.filter(logging.LogRecord('absl', logging.INFO, path, 1,
+                                              'm', None, None))
+  assert kept(os.path.join(ROOT, 'gan_jax', 'train.py'))
+  assert kept(os.path.join(ROOT, 'launch.py'))
+  assert not kept(absl_logging.__file__)  # Wherever the venv is.
+  assert not kept(os.path.join(ROOT, '.venv', 'lib', 'python3.11',
+                               'site-packages', 'orbax', 'foo.py'))

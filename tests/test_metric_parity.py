@@ -26,13 +26,14 @@ import pytest
 
 from gan_jax.metrics import image_metrics as im
 from gan_jax.metrics import reference
+from tests.conftest import importorskip_extra
 
 # --- Precision / recall, density / coverage against prdc ---------------------
 
 
 def _prdc(real, fake):
   """prdc's values in gan_jax's protocol: P/R with k = 3, D/C with k = 5."""
-  prdc = pytest.importorskip('prdc.prdc')
+  prdc = importorskip_extra('prdc.prdc', 'prdc')
   with contextlib.redirect_stdout(io.StringIO()):  # It prints the sizes.
     pr = prdc.compute_prdc(real, fake, nearest_k=im.DEFAULTS['pr_k'])
     dc = prdc.compute_prdc(real, fake, nearest_k=im.DEFAULTS['dc_k'])
@@ -58,6 +59,7 @@ def _assert_same(got, want):
     (150, 200, 32, 2, np.float64),
     (300, 300, 32, 3, np.float32),  # The features' dtype in evaluations.
 ])
+@pytest.mark.extras
 def test_prdc_match_prdc_package(num_real, num_fake, dim, seed, dtype):
   rng = np.random.default_rng(seed)
   real = rng.normal(size=(num_real, dim)).astype(dtype)
@@ -67,6 +69,7 @@ def test_prdc_match_prdc_package(num_real, num_fake, dim, seed, dtype):
   _assert_same(_ours(real, fake), want)
 
 
+@pytest.mark.extras
 def test_prdc_match_prdc_package_with_duplicates():
   rng = np.random.default_rng(4)
   real = rng.normal(size=(200, 32))
@@ -79,8 +82,9 @@ def test_prdc_match_prdc_package_with_duplicates():
   _assert_same(_ours(real, fake), want)
 
 
+@pytest.mark.extras
 def test_tie_convention_on_integer_features():
-  prdc = pytest.importorskip('prdc.prdc')
+  prdc = importorskip_extra('prdc.prdc', 'prdc')
   # On a small lattice distances repeat exactly (they are computed exactly in
   # float64), and many radii are 0 (a point with k or more copies).
   rng = np.random.default_rng(0)
@@ -113,7 +117,7 @@ def _clean_fid_kid(monkeypatch, real, fake, num_subsets, subset_size, seed):
   replaced by that generator's and the arguments (fake, real), both use the
   same rows in every subset. (The MMD is symmetric in its two sides.)
   """
-  fid = pytest.importorskip('cleanfid.fid')
+  fid = importorskip_extra('cleanfid.fid', 'clean-fid')
   monkeypatch.setattr(np.random, 'choice',
                       np.random.default_rng(seed).choice)
   return [fid.kernel_distance(fake, real, num_subsets=1,
@@ -127,6 +131,7 @@ def _clean_fid_kid(monkeypatch, real, fake, num_subsets, subset_size, seed):
     (200, 150, 64, 10, 50),
     (300, 250, 32, 5, 100),
 ])
+@pytest.mark.extras
 def test_kid_matches_clean_fid(monkeypatch, num_real, num_fake, dim,
                                num_subsets, subset_size):
   rng = np.random.default_rng(dim + num_subsets)
@@ -140,6 +145,7 @@ def test_kid_matches_clean_fid(monkeypatch, num_real, num_fake, dim,
   assert std == pytest.approx(np.std(values), rel=1e-8, abs=1e-12)
 
 
+@pytest.mark.extras
 def test_kid_of_float32_features_matches_clean_fid_in_float64(monkeypatch):
   # gan_jax multiplies float32 features in float32 (sgemm); the value must
   # stay that of the exact (float64) computation on the same numbers.

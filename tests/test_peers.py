@@ -19,8 +19,10 @@ import pytest
 from gan_jax import losses
 from gan_jax import models
 from tests.conftest import ROOT
+from tests.conftest import importorskip_extra
 
-torch = pytest.importorskip('torch')
+pytestmark = pytest.mark.extras
+torch = importorskip_extra('torch', 'torch')
 
 SNGAN_PEER = os.path.join(ROOT, 'benchmarks', 'peers', 'torch_sngan.py')
 

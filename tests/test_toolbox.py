@@ -16,7 +16,7 @@ from gan_jax import augment
 from gan_jax import checkpoint
 from gan_jax import checks
 from gan_jax import diversity
-from gan_jax import ema
+from gan_jax import ema as ema_lib
 from gan_jax import evaluate
 from gan_jax import models
 from gan_jax import packing
@@ -66,8 +66,10 @@ def test_step_counts_d_steps_updates_of_d_per_g_update(full_step):
 def test_step_metrics_are_logged_and_finite(full_step):
   _, _, _, metrics = full_step
   for name in ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_grad_norm',
-               'g_grad_norm', 'diversity_ratio', 'penalty'):
+               'g_grad_norm', 'penalty'):
     assert np.isfinite(metrics[name]), name
+  # Not in the step: the train loop computes it at log steps only.
+  assert 'diversity_ratio' not in metrics
   assert metrics['d_grad_norm'] > 0 and metrics['g_grad_norm'] > 0
   # Lazy R1 every 2: the first D update (count 0) computed it, the second did
   # not; the logged value is the computed one.
@@ -110,9 +112,9 @@ def test_step_updates_the_ema_of_g(full_step):
 def test_update_ema_copies_until_start_step_then_averages():
   config = tiny_config(ema__decay=0.9, ema__start_step=3)
   ema, params = {'w': jnp.array([1.0])}, {'w': jnp.array([2.0])}
-  assert float(ema.update(config, ema, params, 3)['w'][0]) == 2.0
+  assert float(ema_lib.update(config, ema, params, 3)['w'][0]) == 2.0
   np.testing.assert_allclose(
-      float(ema.update(config, ema, params, 4)['w'][0]),
+      float(ema_lib.update(config, ema, params, 4)['w'][0]),
       0.9 * 1.0 + 0.1 * 2.0, rtol=1e-6)
 
 
@@ -352,6 +354,24 @@ def test_mean_pairwise_distance_and_diversity_ratio():
                              rtol=1e-5)
   collapsed = jnp.ones((3, 2))
   assert float(diversity.diversity_ratio(collapsed, x)) < 1e-5
+
+
+def test_diversity_of_a_state_is_the_ratio_of_gs_samples_to_the_batch():
+  """make_diversity: G's samples (its noise stream) against the real batch."""
+  config = tiny_config()
+  state = build_state(config)
+  real = np.random.default_rng(3).normal(
+      size=(config.batch_size, 2)).astype(np.float32)
+  got = jax.pmap(diversity.make_diversity(config), axis_name=step_lib.AXIS)(
+      replicate(state), jnp.asarray(real[None]))
+  key = jax.random.fold_in(jax.random.fold_in(state.key, state.step),
+                           rng.DIVERSITY)
+  z = rng.normal(rng.example_keys(jax.random.fold_in(key, rng.NOISE), 0,
+                                  config.batch_size), (config.z_dim,))
+  fake = state.g.apply_fn({'params': state.g.params}, z, train=True)
+  np.testing.assert_allclose(float(unreplicate(got)),
+                             float(diversity.diversity_ratio(fake, real)),
+                             rtol=1e-5)
 
 
 # --- dtype ----------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from configs import mnist_dcgan
 from gan_jax import data
+from tests.conftest import importorskip_extra
 from tools import make_digits_npz
 from tools import mnist5k_npz
 
@@ -49,7 +50,9 @@ def test_mnist5k_rejects_other_tables(tmp_path):
     mnist5k_npz.read(str(csv))
 
 
+@pytest.mark.extras
 def test_make_digits_npz_writes_mnist_layout():
+  importorskip_extra('sklearn', 'scikit-learn')  # The digits' source.
   images, labels = make_digits_npz.make_digits(40, seed=0)
   assert images.shape == (40, 28, 28, 1) and images.dtype == np.uint8
   assert sorted(set(labels.tolist())) == list(range(10))

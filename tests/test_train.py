@@ -28,7 +28,7 @@ def test_run_writes_metrics_samples_config_and_checkpoints(tmp_path):
   # Every log step (2) and every checkpoint step (3), whose state is checked.
   assert [l['step'] for l in logged] == [2, 3, 4, 6]
   for key in ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_grad_norm',
-              'g_grad_norm', 'steps_per_sec'):
+              'g_grad_norm', 'steps_per_sec', 'diversity_ratio'):
     assert np.isfinite(logged[-1][key])
   evals = [l for l in lines if 'modes' in l]
   assert evals[-1]['step'] == 6 and 0 <= evals[-1]['hq'] <= 1
