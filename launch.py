@@ -88,6 +88,27 @@ class _OnlyOurs(logging_lib.Filter):
 
 
 def main(argv):
+  try:
+    _main(argv)
+  except KeyboardInterrupt:
+    _interrupted()
+
+
+def _interrupted():
+  """Ctrl-C at start-up, or a second one while the first saves: one line.
+
+  The first Ctrl-C of a training run saves and stops (gan_jax/train.py,
+  StopSignal); this is any other. Checkpoints become visible only when
+  complete, so the workdir holds the last complete one. os._exit, since a
+  checkpoint write or a worker left mid-way must not hold the exit up.
+  """
+  print('error: interrupted (Ctrl-C); the workdir keeps its last complete '
+        'checkpoint: launch again with the same --workdir to resume',
+        file=sys.stderr, flush=True)
+  os._exit(130)  # pylint: disable=protected-access
+
+
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_OnlyOurs())
@@ -106,7 +127,8 @@ def main(argv):
   from gan_jax import backend  # pylint: disable=g-import-not-at-top
   backend.check()  # 'backend gpu: 8 x NVIDIA H100 ...', or a GPU left unused.
   from gan_jax import train  # pylint: disable=g-import-not-at-top
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  workdir = os.path.expanduser(
+      _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename))
   logging.info('workdir: %s', workdir)
   try:
     config = _CONFIG.value
@@ -195,4 +217,7 @@ def _fail(message):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main, flags_parser=parse_flags)
+  try:  # Ctrl-C while the config file (and with it JAX) is imported.
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    _interrupted()

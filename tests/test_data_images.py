@@ -12,6 +12,10 @@ import io
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +26,7 @@ from gan_jax import data
 from gan_jax.data import own_images
 from gan_jax.data import tfds_data
 from gan_jax.errors import UserError
+from tests.conftest import ROOT
 from tests.conftest import tiny_config
 
 tfds.disable_progress_bar()
@@ -401,3 +406,63 @@ def test_bad_own_data_errors(tmp_path):
   text = tmp_path / 'images.csv'
   text.write_text('1,2,3')
   assert 'neither a folder nor an .npz' in _error(_config('images', path=str(text)))
+
+
+_ORPHAN_SCRIPT = '''
+import sys, time
+import numpy as np
+from gan_jax.data import pipeline
+images = np.zeros((16, 4, 4, 1), np.uint8)
+it = pipeline.build(pipeline.ArrayBatches(images), 16, (4, 4, 1), seed=0,
+                    host_batch_size=4, process_index=0, process_count=1,
+                    num_workers=2)
+next(it)
+print('ready', flush=True)
+time.sleep(600)
+'''
+
+
+def _descendants(pid):
+  """The pids of `pid`'s descendant processes (from /proc)."""
+  found, todo = [], [pid]
+  while todo:
+    p = todo.pop()
+    for task in os.listdir(f'/proc/{p}/task') if os.path.exists(f'/proc/{p}/task') else []:
+      try:
+        with open(f'/proc/{p}/task/{task}/children') as f:
+          kids = [int(c) for c in f.read().split()]
+      except OSError:
+        kids = []
+      found += kids
+      todo += kids
+  return found
+
+
+def _alive(pid):
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().split(')')[-1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/task'), reason='needs /proc')
+def test_worker_processes_die_with_a_killed_parent():
+  """After SIGKILL of the training process its grain workers exit too."""
+  proc = subprocess.Popen([sys.executable, '-c', _ORPHAN_SCRIPT], cwd=ROOT,
+                          stdout=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == 'ready'
+    workers = _descendants(proc.pid)
+    assert workers, 'no worker processes started'
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(w) for w in workers):
+      time.sleep(0.2)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+      os.kill(w, signal.SIGKILL)
+    assert not left, f'worker processes {left} outlived their parent'
+  finally:
+    proc.kill()

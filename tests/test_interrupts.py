@@ -1,0 +1,73 @@
+"""Ctrl-C at any moment ends in one line, never a traceback.
+
+The first Ctrl-C of a training run saves and stops (tests/test_fault_tolerance
+for SIGTERM, the same path); Ctrl-C during start-up (imports, compilation,
+restore) or a second Ctrl-C while the first one saves ends with one `error:`
+line and exit code 130, leaving the workdir resumable.
+"""
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import run_launch
+from tests.test_fault_tolerance import BASE
+from tests.test_fault_tolerance import finished_steps
+from tests.test_fault_tolerance import start_launch
+from tests.test_fault_tolerance import wait_for
+
+LONG = ['--config.num_steps=100000', '--config.steps_per_call=1',
+        '--config.checkpoint.every=20', '--config.log_every=20',
+        '--config.eval_every=1000000']
+
+
+def _assert_clean(err, returncode):
+  assert 'Traceback' not in err, err[-3000:]
+  last = [l for l in err.splitlines() if l.strip()][-1]
+  if returncode == 0:  # The Ctrl-C came once training ran: saved and stopped.
+    assert 'Stopped by SIGINT' in err, err[-3000:]
+  else:
+    assert returncode == 130 and last.startswith('error: interrupted'), err[-3000:]
+
+
+@pytest.mark.parametrize('delay', [0.5, 1.5])
+def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
+  proc = start_launch([*BASE, *LONG, f'--workdir={tmp_path / "run"}'])
+  time.sleep(delay)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  _assert_clean(err, proc.returncode)
+
+
+def test_second_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  proc = start_launch([*BASE, *LONG, f'--workdir={workdir}'])
+  wait_for(lambda: finished_steps(workdir), proc)
+  proc.send_signal(signal.SIGINT)
+  time.sleep(0.05)  # Two signals at once would be handled as one.
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode in (0, 130), err[-3000:]
+  _assert_clean(err, proc.returncode)
+  saved = finished_steps(workdir)
+  more = [a for a in LONG if not a.startswith('--config.num_steps')]
+  r = run_launch([*BASE, *more, f'--config.num_steps={saved[-1] + 2}',
+                  f'--workdir={workdir}'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'Resumed from the checkpoint at step {saved[-1]}' in r.stderr
+
+
+def test_tilde_in_workdir_is_the_home_folder(tmp_path):
+  home = tmp_path / 'home'
+  env_home = os.environ.get('HOME')
+  os.environ['HOME'] = str(home)
+  try:
+    r = run_launch([*BASE, '--config.num_steps=2', '--config.log_every=1',
+                    '--config.eval_every=2', '--config.checkpoint.every=2',
+                    '--workdir=~/run'])
+  finally:
+    if env_home is not None:
+      os.environ['HOME'] = env_home
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert (home / 'run' / 'config.json').exists()
