@@ -36,6 +36,7 @@ AFFECTS = {
     'data': ('data.name', 'data.image_size'),
     'size': ('model', 'data.image_size', 'g.channels', 'd.channels'),
     'head': ('conditional.d',),
+    'pack': ('d.pack', 'batch_size'),
 }
 EXAMPLE_SHAPES = {'ring8': (2,), 'grid25': (2,), 'mnist': (28, 28, 1),
                   'fashion_mnist': (28, 28, 1), 'cifar10': (32, 32, 3),
@@ -122,7 +123,7 @@ def test_argument_resolves_as_promised(name, arg, value):
   module = importlib.import_module(f'configs.{name}')
   config = module.get_config(f'{arg}={value}')
   own = {'loss': 'loss.name', 'data': 'data.name', 'head': 'conditional.d',
-         'size': 'data.image_size'}[arg]
+         'size': 'data.image_size', 'pack': 'd.pack'}[arg]
   assert str(_get(config, own)) == value
   for path, promised in settings(module.__doc__).items():
     if path not in AFFECTS[arg]:

@@ -22,11 +22,28 @@ from gan_jax import step as step_lib
 from tests.conftest import tiny_config
 
 
+def _in_axis(fn, *args):
+  """`fn(*args)` with the step's device axis bound (one device), as BatchNorm
+  in training mode averages its statistics over that axis."""
+  return jax.tree.map(lambda y: y[0], jax.vmap(fn, axis_name=step_lib.AXIS)(
+      *[jnp.asarray(a)[None] for a in args]))
+
+
 def _train_mode(d, state, x):
   """D's logits on `x` alone in training mode (batch statistics of x)."""
-  out, _ = d.apply({'params': state.d.params, **state.d.model_state}, x,
-                   train=True, mutable=['batch_stats'])
-  return out
+  return _in_axis(lambda x: d.apply(
+      {'params': state.d.params, **state.d.model_state}, x, train=True,
+      mutable=['batch_stats'])[0], x)
+
+
+def _fakes(g, init, config):
+  """The fakes of the step's first D update (its noise keys; G training)."""
+  key = jax.random.fold_in(jax.random.fold_in(init.key, init.step), 0)
+  z = rng.normal(rng.example_keys(jax.random.fold_in(key, rng.NOISE), 0,
+                                  config.batch_size), (config.z_dim,))
+  return _in_axis(lambda z: g.apply(
+      {'params': init.g.params, **init.g.model_state}, z, train=True,
+      mutable=['batch_stats'])[0], z)
 
 
 @pytest.mark.parametrize('updates', ['alternating', 'simultaneous'])
@@ -41,12 +58,7 @@ def test_d_update_normalises_real_and_fake_batches_apart(updates):
   _, metrics = p_step(replicate(init), jnp.asarray(real[None]))
   metrics = jax.device_get(unreplicate(metrics))
 
-  # The fakes of the step's first D update (its noise keys; G in training mode).
-  key = jax.random.fold_in(jax.random.fold_in(init.key, init.step), 0)
-  z = rng.normal(rng.example_keys(jax.random.fold_in(key, rng.NOISE), 0,
-                                  config.batch_size), (config.z_dim,))
-  fake, _ = g.apply({'params': init.g.params, **init.g.model_state}, z,
-                    train=True, mutable=['batch_stats'])
+  fake = _fakes(g, init, config)
   real_alone = _train_mode(d, init, real[0])
   fake_alone = _train_mode(d, init, fake)
   np.testing.assert_allclose(metrics['d_real'], np.mean(real_alone), atol=1e-5)
@@ -69,13 +81,10 @@ def test_d_batch_statistics_average_both_passes():
   p_step = jax.pmap(step_lib.make_train_step(config), axis_name=step_lib.AXIS)
   new, _ = p_step(replicate(init), jnp.asarray(real[None]))
   new = unreplicate(new)
-  key = jax.random.fold_in(jax.random.fold_in(init.key, init.step), 0)
-  z = rng.normal(rng.example_keys(jax.random.fold_in(key, rng.NOISE), 0,
-                                  config.batch_size), (config.z_dim,))
-  fake, _ = g.apply({'params': init.g.params, **init.g.model_state}, z,
-                    train=True, mutable=['batch_stats'])
+  fake = _fakes(g, init, config)
   variables = {'params': init.d.params, **init.d.model_state}
-  stats = [d.apply(variables, x, train=True, mutable=['batch_stats'])[1]
+  stats = [_in_axis(lambda x: d.apply(variables, x, train=True,
+                                      mutable=['batch_stats'])[1], x)
            for x in (real[0], fake)]
   expected = jax.tree.map(lambda a, b: (a + b) / 2, *stats)
   for got, want in zip(jax.tree.leaves(new.d.model_state),

@@ -22,6 +22,7 @@ from gan_jax.models import conditional
 from gan_jax.models import dcgan  # pylint: disable=unused-import
 from gan_jax.models import dcgan_mnist  # pylint: disable=unused-import
 from gan_jax.models import mlp  # pylint: disable=unused-import
+from gan_jax.models import pacgan  # pylint: disable=unused-import
 from gan_jax.models import registry
 from gan_jax.models import sngan_resnet  # pylint: disable=unused-import
 
