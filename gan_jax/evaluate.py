@@ -1,4 +1,5 @@
 """Periodic evaluation: sample-quality metrics and pictures of samples."""
+import functools
 import os
 
 import jax
@@ -7,12 +8,14 @@ import numpy as np
 
 from gan_jax import data
 from gan_jax import plots
+from gan_jax import sampling
 from gan_jax import standing_stats
 from gan_jax import state as state_lib
 from gan_jax import labels as labels_lib
 from gan_jax.data import toy
 from gan_jax.errors import UserError
 from gan_jax.metrics import image_metrics
+from gan_jax.metrics import shards
 from gan_jax.metrics import toy as toy_metrics
 
 
@@ -61,12 +64,15 @@ def feature_networks(config):
 
 
 def _real_batches(config, split):
-  """Real images of `split` for reference statistics (all of it, one host)."""
+  """This host's share of the real images of `split`, for reference
+  statistics: its slice of every global batch of the `num_reference` images
+  (gan_jax/metrics/shards.py)."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.data.split = split
-  return data.build(config, image_metrics.field(config.eval,
-                                                 'sample_batch_size'))
+  field = functools.partial(image_metrics.field, config.eval)
+  per = shards.chunk_size(field('num_reference'), field('sample_batch_size'))
+  return data.build(config, per, jax.process_index(), jax.process_count())
 
 
 def evaluate_real(config, split):
@@ -121,6 +127,10 @@ def _save_picture(image, step, workdir, writer, tag=''):
 def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   """Evaluates the generator `g_state` (one copy); returns scalar metrics.
 
+  `generate`: `sampling.make_generate`'s, whose image-metric samples are
+  drawn on all of this process's devices, or any `generate(g, key, num,
+  labels=None) -> samples` (drawing them on its own terms, the same ones).
+
   `tag` (see `generator`) is appended to the metric names and the picture's.
   With `config.eval.standing_stats` > 0 G's BatchNorm averages are first
   recomputed for the weights sampled (`standing_stats.py`).
@@ -132,6 +142,11 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   `config.eval.grid_rows`^2 samples, or with `num_classes` one row of
   `grid_rows` samples per class. A conditional generator is evaluated on
   class-balanced labels (`labels.eval_labels`).
+
+  Every process of a multi-host run calls this at the same step: each draws
+  and embeds its share of the images for the image metrics, and all return
+  the same numbers; process 0 alone writes the picture and the reference
+  statistics' cache.
   """
   g_state = standing_stats.recompute(config, g_state,
                                      config.eval.get('standing_stats', 0))
@@ -154,17 +169,23 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   fake = np.asarray(generate(g_state, key, rows * cols, labels))
   _save_picture(plots.image_grid(fake, rows, cols=cols), step, workdir, writer,
                 tag)
-  # Image metrics run on process 0 only: no collectives are involved, the
-  # numbers are written by process 0 alone, and one host writes the reference
-  # statistics' cache. The other hosts go on and wait in the next train step.
-  if not image_metrics.metric_names(config.eval) or jax.process_index() != 0:
-    return {}
-  calls = iter(range(1 << 30))
-
-  def sample_fn(n):  # New noise every call, the same at every evaluation.
-    return generate(g_state, jax.random.fold_in(key, next(calls) + 1), n)
-
-  results = image_metrics.evaluate_images(
-      config.eval, sample_fn, lambda split: _real_batches(config, split),
-      _dataset_key(config))
+  results = _image_metrics(config, generate, g_state, key)
   return {f'{name}{tag}': value for name, value in results.items()}
+
+
+def _image_metrics(config, generate, g_state, key):
+  """The image metrics of `config.eval` ({} if none), the same on every host.
+
+  Every process draws and embeds its share of the samples, sample i from the
+  same noise whoever draws it; on all its devices with make_generate's
+  `generate`.
+  """
+  if not image_metrics.metric_names(config.eval):
+    return {}
+  rows = getattr(generate, 'sample_rows', None) or functools.partial(
+      sampling.rows_from, generate)
+  sample_rows = rows(g_state, key,
+                     image_metrics.field(config.eval, 'sample_batch_size'))
+  return image_metrics.evaluate_samples(
+      config.eval, sample_rows, lambda split: _real_batches(config, split),
+      _dataset_key(config))

@@ -1,20 +1,112 @@
-"""Sampling G for evaluation: eval mode, one device, outside the train step."""
+"""Sampling G for evaluation: eval mode, outside the train step.
+
+`make_generate` draws a few samples on one device (pictures, toy data). The
+image metrics draw numbered samples, `sample_rows(start, stop)`, sample i
+always the same whoever draws it: `make_sample_rows` on all of this
+process's devices, `rows_from` from any `generate` function.
+"""
 import functools
 
+import flax.linen as nn
 import jax
+import numpy as np
 
 from gan_jax import labels as labels_lib
 
 
 def make_generate(config):
   """`generate(g, key, num, labels=None) -> samples`; a conditional G without
-  labels gets `labels.eval_labels` (class balanced)."""
+  labels gets `labels.eval_labels` (class balanced). Its attribute
+  `sample_rows(g, key, batch)` is `make_sample_rows` for this config."""
   @functools.partial(jax.jit, static_argnums=(2,))
-  def generate(g, key, num, labels=None):
+  def jitted(g, key, num, labels):
     z = jax.random.normal(key, (num, config.z_dim))
     if labels is None:
       labels = labels_lib.eval_labels(config, num)
     kwargs = {} if labels is None else {'labels': labels}
     return g.apply_fn({'params': g.params, **g.model_state}, z, train=False,
                       **kwargs)
+
+  def generate(g, key, num, labels=None):
+    return jitted(g, key, num, labels)
+  generate.sample_rows = functools.partial(make_sample_rows, config)
   return generate
+
+
+def rows_from(generate, g, key, batch):
+  """`sample_rows(start, stop)` of any `generate(g, key, num)`: sample i is
+  row i % `batch` of `generate(g, fold_in(key, i // batch + 1), batch)`, the
+  samples `make_sample_rows` draws (on one device, whole batches)."""
+  last = {}  # The batches of the previous call: consecutive calls share one.
+
+  def sample_rows(start, stop):
+    first = start // batch
+    drawn = {b: last.get(b) for b in range(first, (stop - 1) // batch + 1)}
+    for b, images in drawn.items():
+      if images is None:
+        drawn[b] = np.asarray(generate(g, jax.random.fold_in(key, b + 1),
+                                       batch))
+    last.clear()
+    last.update(drawn)
+    images = np.concatenate(list(drawn.values()))
+    return images[start - first * batch:stop - first * batch]
+  return sample_rows
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _noise(key, index, batch, z_dim):
+  """The z of noise batch `index`: what `generate` draws from its key."""
+  return jax.random.normal(jax.random.fold_in(key, index + 1), (batch, z_dim))
+
+
+@functools.lru_cache(maxsize=8)
+def _sharded_apply(model, conditional, devices):
+  """(G's eval-mode apply jitted with the rows sharded over `devices`, the
+  rows' sharding, the replicated one). Keyed by `model`, G's module (or its
+  apply function), so a G rebuilt for another checkpoint reuses the program."""
+  mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
+  rows = jax.NamedSharding(mesh, jax.P('devices'))
+  replicated = jax.NamedSharding(mesh, jax.P())
+  apply_fn = model.apply if isinstance(model, nn.Module) else model
+
+  def apply(variables, z, labels):
+    kwargs = {'labels': labels} if conditional else {}
+    return apply_fn(variables, z, train=False, **kwargs)
+  return (jax.jit(apply, in_shardings=(replicated, rows, rows),
+                  out_shardings=rows), rows, replicated)
+
+
+def make_sample_rows(config, g, key, batch, devices=None):
+  """`sample_rows(start, stop) -> float32 numpy [stop - start, ...]`: samples
+  start .. stop-1 of G (one copy of its NetState), on `devices` (default:
+  this process's).
+
+  Sample i has noise row i % `batch` of `normal(fold_in(key, i // batch + 1),
+  (batch, z_dim))` and, for a conditional G, label `eval_labels` of that
+  row: what `make_generate` draws for `batch` samples from that key. So the
+  samples do not depend on how the rows are split over calls, devices or
+  hosts. Calls of up to `batch` rows compile G once (padded to that).
+  """
+  devices = tuple(devices or jax.local_devices())
+  module = getattr(g.apply_fn, '__self__', None)
+  model = module if isinstance(module, nn.Module) else g.apply_fn
+  classes = labels_lib.num_classes(config)
+  apply, rows, replicated = _sharded_apply(model, bool(classes), devices)
+  variables = jax.device_put({'params': g.params, **g.model_state},
+                             replicated)
+  padded = -(-batch // len(devices)) * len(devices)
+
+  def sample_rows(start, stop):
+    if not 0 < stop - start <= batch:
+      raise ValueError(f'rows {start}..{stop - 1}: 1 to {batch} at a time')
+    first, last = start // batch, (stop - 1) // batch
+    z = np.concatenate([np.asarray(_noise(key, b, batch, config.z_dim))
+                        for b in range(first, last + 1)])
+    z = z[start - first * batch:stop - first * batch]
+    labels = (np.arange(start, stop) % batch) % max(classes, 1)
+    pad = padded - len(z)
+    z = np.pad(z, ((0, pad), (0, 0)))
+    labels = np.pad(labels, (0, pad)).astype(np.int32)
+    z, labels = jax.device_put((z, labels), rows)  # Not numpy: sharded.
+    return np.asarray(apply(variables, z, labels))[:stop - start]
+  return sample_rows

@@ -41,7 +41,9 @@ from gan_jax.errors import UserError
 SPEC_FILE = 'classifier.json'
 PARAMS_DIR = 'params'
 FORMAT = 1
-BATCH_SIZE = 256  # Images per compiled call when extracting features.
+# Images per device per compiled call when extracting features: the same
+# shapes on every device whatever the number of devices or hosts.
+DEVICE_BATCH = 64
 TRAIN_COMMAND = ('python tools/train_classifier.py --config '
                  'configs/mnist_classifier.py:data=images '
                  '--config.data.path=DATA.npz --workdir DIR')
@@ -203,23 +205,33 @@ def checkpoint_hash(path):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(spec):
-  return jax.jit(spec.model().apply)
+def _compiled(spec, devices):
+  """(apply, rows' sharding, replicated sharding): the network jitted
+  data-parallel over a mesh of `devices`, its weights replicated."""
+  mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
+  rows = jax.NamedSharding(mesh, jax.P('devices'))
+  replicated = jax.NamedSharding(mesh, jax.P())
+  apply = jax.jit(spec.model().apply, in_shardings=(replicated, rows),
+                  out_shardings=rows)
+  return apply, rows, replicated
 
 
 class FeatureExtractor:
   """Classifier features of image batches, like inception.FeatureExtractor.
 
-  One device (jax's default): the network is small, and extraction runs in
-  fixed chunks of BATCH_SIZE (the last one padded), so it compiles once.
+  Data-parallel over this process's devices (multi-host runs extract on each
+  host independently): images go through in fixed chunks of DEVICE_BATCH
+  per device (the last one padded), so the network compiles once.
   """
 
-  def __init__(self, path):
+  def __init__(self, path, devices=None):
     self.path = resolve_path(path)
     self.spec, params, self.info = load(self.path)
     self.weights_hash = checkpoint_hash(self.path)
-    self._apply = _compiled(self.spec)
-    self._params = jax.device_put(params)
+    devices = tuple(devices or jax.local_devices())
+    self.chunk = DEVICE_BATCH * len(devices)
+    self._apply, self._rows, replicated = _compiled(self.spec, devices)
+    self._params = jax.device_put(params, replicated)
     logging.info('classifier features from %s (sha256 %s, held-out accuracy '
                  '%s)', self.path, self.weights_hash[:12],
                  self.info.get('heldout_accuracy'))
@@ -241,20 +253,17 @@ class FeatureExtractor:
       raise UserError(f'classifier features need [n, H, W, C] images, got '
                       f'shape {images.shape}')
     self.check_shape(images.shape[1:])
-    feats, logits = [], []
-    for start in range(0, len(images), BATCH_SIZE):
-      chunk = images[start:start + BATCH_SIZE]
+    feats = [np.zeros((0, self.spec.features), np.float32)]
+    logits = [np.zeros((0, self.spec.num_classes), np.float32)]
+    for start in range(0, len(images), self.chunk):
+      chunk = images[start:start + self.chunk]
       count = len(chunk)
-      if count < BATCH_SIZE:
-        chunk = np.concatenate(
-            [chunk, np.zeros((BATCH_SIZE - count, *chunk.shape[1:]),
-                             np.float32)])
+      chunk = np.concatenate([chunk, np.zeros(
+          (self.chunk - count, *chunk.shape[1:]), np.float32)])
+      chunk = jax.device_put(chunk, self._rows)  # jit takes no sharded numpy.
       f, l = self._apply({'params': self._params}, chunk)
       feats.append(np.asarray(f)[:count])
       logits.append(np.asarray(l)[:count])
-    if not feats:
-      feats = [np.zeros((0, self.spec.features), np.float32)]
-      logits = [np.zeros((0, self.spec.num_classes), np.float32)]
     logits = np.concatenate(logits)
     return {'pool': np.concatenate(feats), 'logits': logits,
             'logits_unbiased': logits}

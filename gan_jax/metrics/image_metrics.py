@@ -51,14 +51,16 @@ Two-valued metrics report 'name/precision', 'name/recall' and
 Costs beyond the Inception passes, all on the host CPU in numpy: FID's
 2048x2048 sqrtm takes ~30 s on 2 cores (seconds on 16); KID's 100 subsets are
 6e11 multiply-adds; precision/recall and density/coverage at 10k are 2-3
-10k x 10k x 2048 distance products each. No collectives are involved, so
-`evaluate_images` can run on process 0 alone of a multi-host run.
+10k x 10k x 2048 distance products each. In a multi-host run every host
+draws and embeds its share of the images, the features are gathered
+(shards.py), and process 0 computes the numbers and sends them to all.
 """
 import dataclasses
 import functools
 import logging
 import os
 
+import jax
 import numpy as np
 from scipy import linalg
 
@@ -66,6 +68,7 @@ from gan_jax.errors import UserError
 from gan_jax.metrics import classifier
 from gan_jax.metrics import inception
 from gan_jax.metrics import reference
+from gan_jax.metrics import shards
 
 # Fields of `config.eval` read here, with the values used when a config does
 # not set them (configs only need `inception_weights` and `metrics`).
@@ -406,24 +409,33 @@ def get_extractor(eval_config, space='inception'):
   return EXTRACTORS[space](eval_config)
 
 
-def generated_features(extracts, sample_fn, num, batch_size):
-  """Features of `num` images drawn from `sample_fn` `batch_size` at a time.
+def generated_features(extracts, sample_rows, num, batch_size):
+  """Features of generated images 0 .. num-1, the same on every process.
 
   `extracts`: {space: extractor}; every extractor sees the same images.
+  `sample_rows(start, stop)`: generated images start .. stop-1, at most
+  `batch_size` at a time. Each process draws and embeds its rows
+  (shards.py), then the features are gathered.
   Returns ({space: {'pool', 'logits_unbiased'}}, (H, W)).
   """
-  outs, count, shape = {s: [] for s in extracts}, 0, None
-  while count < num:
-    images = np.asarray(sample_fn(min(batch_size, num - count)), np.float32)
-    if images.ndim != 4 or not len(images):
-      raise ValueError(f'sample_fn returned {images.shape}, expected '
-                       '[n > 0, H, W, C] images')
+  if num < jax.process_count():  # The same on every host: all raise.
+    raise UserError(f'{num} samples cannot be split over '
+                    f'{jax.process_count()} hosts; evaluate more samples')
+  per = shards.chunk_size(num, batch_size)
+  mine = shards.rows(num, per)
+  outs, shape = {s: [] for s in extracts}, None
+  for lo in range(0, len(mine), per):  # Each piece: consecutive rows.
+    start, stop = int(mine[lo]), int(mine[min(lo + per, len(mine)) - 1]) + 1
+    images = np.asarray(sample_rows(start, stop), np.float32)
+    if images.ndim != 4 or len(images) != stop - start:
+      raise ValueError(f'sample_rows returned {images.shape}, expected '
+                       f'[{stop - start}, H, W, C] images')
     shape = images.shape[1:3]
     for space, extract in extracts.items():
       out = extract(images)
       outs[space].append({k: out[k] for k in ('pool', 'logits_unbiased')})
-    count += len(images)
-  feats = {s: {k: np.concatenate([o[k] for o in o_s])[:num] for k in o_s[0]}
+  feats = {s: shards.gather({k: np.concatenate([o[k] for o in o_s])
+                             for k in o_s[0]}, num, per)
            for s, o_s in outs.items()}
   return feats, tuple(shape)
 
@@ -438,16 +450,35 @@ def metric_names(eval_config):
 
 def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
                     extractor=None):
+  """`evaluate_samples` with `sample_fn(n)`: new images every call.
+
+  With several processes each one's `sample_fn` gives its own share of the
+  samples (its rows, shards.py), e.g. its shard of a real data split.
+  """
+  def sample_rows(start, stop):  # Called in order: the next stop - start.
+    return sample_fn(stop - start)
+  return evaluate_samples(eval_config, sample_rows, real_batches_fn, dataset,
+                          extractor)
+
+
+def evaluate_samples(eval_config, sample_rows, real_batches_fn, dataset,
+                     extractor=None):
   """Computes the metrics named in `eval_config.metrics`; {name: float}.
+
+  In a multi-host run every process calls this and gets the same numbers:
+  each draws and embeds its share of the samples and of the real images
+  (shards.py); process 0 computes the metrics on the gathered features and
+  alone reads and writes the reference statistics' cache.
 
   Args:
     eval_config: `config.eval` (fields and defaults: DEFAULTS above).
-    sample_fn: `n -> float32 [n, H, W, C] in [-1, 1]`, C 1 or 3: generated
-      images. It is called repeatedly (with n <= sample_batch_size) and must
-      return new samples each call (e.g. fold a call counter into its key).
+    sample_rows: `(start, stop) -> float32 [stop - start, H, W, C] in [-1, 1]`,
+      C 1 or 3: generated images start .. stop-1 (at most sample_batch_size
+      at a time; sampling.make_sample_rows).
     real_batches_fn: `split -> iterable of float32 [b, H, W, C] in [-1, 1]`:
-      real images, read only while the split's reference statistics are not
-      cached (up to `num_reference` images; an endless iterator is fine).
+      real images (this host's share of each global batch), read only while
+      the split's reference statistics are not cached (up to `num_reference`
+      images; an endless iterator is fine).
     dataset: the name the cache is keyed by (include the path for image
       folders).
     extractor: an extractor to use instead of the config's, for every space,
@@ -470,33 +501,51 @@ def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
   for space in spaces(names):
     given = extractor.get(space) if isinstance(extractor, dict) else extractor
     extracts[space] = given or get_extractor(eval_config, space)
-
-  def num_of(m):
-    return m.num_samples or field(eval_config, 'num_samples')
-
-  def split_of(m):
-    return m.split or field(eval_config, 'reference_split')
-
   fake, resolution = generated_features(
-      extracts, sample_fn, max(num_of(m) for m in metrics.values()),
+      extracts, sample_rows,
+      max(_num_samples(eval_config, m) for m in metrics.values()),
       field(eval_config, 'sample_batch_size'))
-  refs = {}
-  for m in metrics.values():
-    key = (m.space, split_of(m))
-    if m.needs_real and key not in refs:
-      # weights_hash: the Inception file's or the classifier checkpoint's.
-      refs[key] = reference.reference_stats(
-          extracts[m.space], real_batches_fn, dataset=dataset,
-          split=split_of(m), resolution=resolution,
-          num_images=field(eval_config, 'num_reference'),
-          weights_hash=extracts[m.space].weights_hash,
-          cache_dir=field(eval_config, 'cache_dir'))
+  refs = _references(eval_config, metrics, extracts, real_batches_fn, dataset,
+                     resolution)
+  results = None
+  if jax.process_index() == 0:  # Once, on what every host gathered.
+    results = _values(eval_config, metrics, fake, refs)
+  return shards.broadcast(results)
+
+
+def _values(eval_config, metrics, fake, refs):
+  """{name: float} of `metrics` on the features `fake` and stats `refs`."""
   results = {}
   for name, m in metrics.items():
-    n = num_of(m)
+    n = _num_samples(eval_config, m)
     values = m.fn({k: v[:n] for k, v in fake[m.space].items()},
-                  refs.get((m.space, split_of(m))) if m.needs_real else None,
-                  eval_config)
+                  refs[m.space, _split(eval_config, m)] if m.needs_real
+                  else None, eval_config)
     for suffix, value in values.items():
       results[f'{name}/{suffix}' if suffix else name] = float(value)
   return results
+
+
+def _num_samples(eval_config, metric):
+  return metric.num_samples or field(eval_config, 'num_samples')
+
+
+def _split(eval_config, metric):
+  return metric.split or field(eval_config, 'reference_split')
+
+
+def _references(eval_config, metrics, extracts, real_batches_fn, dataset,
+                resolution):
+  """{(space, split): ReferenceStats} of the metrics that need real images."""
+  refs = {}
+  for m in metrics.values():
+    key = (m.space, _split(eval_config, m))
+    if m.needs_real and key not in refs:
+      # weights_hash: the Inception file's or the classifier checkpoint's.
+      refs[key] = reference.reference_stats(
+          extracts[m.space], real_batches_fn, dataset=dataset, split=key[1],
+          resolution=resolution,
+          num_images=field(eval_config, 'num_reference'),
+          weights_hash=extracts[m.space].weights_hash,
+          cache_dir=field(eval_config, 'cache_dir'))
+  return refs

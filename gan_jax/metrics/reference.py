@@ -17,15 +17,21 @@ images asked for and the extractor's hash: the sha256 of the Inception weights
 file, or of the classifier checkpoint's files (classifier.py). Converting
 other weights or training another classifier must not reuse statistics of the
 old ones.
+
+In a multi-host run every host embeds its own shard of the real images
+(shards.py) and process 0, which computes the metrics, alone reads and
+writes the file: the other hosts need not see cache_dir (~ is per host).
 """
 import dataclasses
 import hashlib
 import os
 import re
 
+import jax
 import numpy as np
 
 from gan_jax.errors import UserError
+from gan_jax.metrics import shards
 
 DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'gan_jax', 'reference')
 
@@ -95,15 +101,9 @@ def _save(path, stats, meta):
   os.replace(tmp, path)
 
 
-def extract_real_features(extract, batches, num_images, resolution=None):
-  """Pool features of the first `num_images` images of `batches`.
-
-  `extract(images) -> {'pool': ...}`; `batches` is an iterable of float32
-  [b, H, W, C] arrays in [-1, 1] (an endless training iterator is fine: it is
-  read only up to `num_images`). Fewer images are used if it ends first.
-  Batches of labelled data, (images, labels) tuples, give their images.
-  """
-  feats, count = [], 0
+def _image_batches(batches, resolution):
+  """The images of `batches` ((images, labels) tuples give their images), as
+  numpy, checked to be of `resolution`."""
   for batch in batches:
     if isinstance(batch, tuple):
       batch = batch[0]
@@ -113,20 +113,64 @@ def extract_real_features(extract, batches, num_images, resolution=None):
           f'real images are {batch.shape[1]}x{batch.shape[2]} but generated '
           f'ones are {resolution[0]}x{resolution[1]}: the reference statistics '
           'must come from images of the resolution the generator makes')
-    batch = batch[:num_images - count]
+    yield batch
+
+
+def extract_real_features(extract, batches, num_images, resolution=None):
+  """Pool features of the first `num_images` images of `batches`.
+
+  `extract(images) -> {'pool': ...}`; `batches` is an iterable of float32
+  [b, H, W, C] arrays in [-1, 1] (an endless training iterator is fine: it is
+  read only up to `num_images`). Batches of labelled data, (images, labels)
+  tuples, give their images. One process uses fewer images if `batches` ends
+  first. Several processes each read their share of every global batch (a
+  data builder's iterator for this process: its rows, shards.py) and all get
+  the features of all `num_images`, in the order one process reads them.
+  """
+  feats, count, mine, per = [], 0, None, None
+  for batch in _image_batches(batches, resolution):
+    if mine is None:  # This process's rows, known from the first batch.
+      per = len(batch)
+      mine = len(shards.rows(num_images, per))
+    batch = batch[:mine - count]  # Also empty: the features' width.
     feats.append(extract(batch)['pool'])
     count += len(batch)
-    if count >= num_images:
+    if count >= mine:
       break
+  if jax.process_count() > 1:
+    if not shards.all_true(mine is not None and count == mine):
+      raise UserError(f'the real data ended before {num_images} images for '
+                      'the reference statistics were read on every host')
+    local = np.concatenate(feats).astype(np.float32)
+    return shards.gather({'pool': local}, num_images, per)['pool']
   if count < 2:
     raise UserError(f'got {count} real images for the reference statistics; '
                     'need at least 2')
   return np.concatenate(feats).astype(np.float32)
 
 
+def _store(path, stats, meta):
+  """Process 0 writes the cache; UserError on every process if it fails."""
+  error = ''
+  if jax.process_index() == 0:
+    try:
+      _save(path, stats, meta)
+    except OSError as e:
+      error = str(e)
+  error = shards.broadcast(error)
+  if error:
+    raise UserError(f'cannot write reference statistics to {path} ({error}); '
+                    'set config.eval.cache_dir to a writable folder')
+
+
 def reference_stats(extract, batches_fn, *, dataset, split, resolution,
                     num_images, weights_hash, cache_dir=''):
   """The real split's statistics: read from the cache, or computed and cached.
+
+  In a multi-host run every process calls this. Process 0 reads the cache;
+  without it all processes embed their shards of the images (`batches_fn`
+  gives each its own) and process 0 writes it. Process 0 gets the
+  statistics, the others None (process 0 computes the metrics).
 
   Args:
     extract: `images -> {'pool': [b, d]}` (an inception or classifier
@@ -141,16 +185,13 @@ def reference_stats(extract, batches_fn, *, dataset, split, resolution,
   key = cache_key(dataset, split, resolution, num_images, weights_hash)
   path = os.path.join(cache_dir, key + '.npz')
   meta = _metadata(dataset, split, resolution, num_images, weights_hash)
-  stats = _load(path, meta)
-  if stats is not None:
+  stats = _load(path, meta) if jax.process_index() == 0 else None
+  if shards.broadcast(stats is not None):
     return stats
   feats = extract_real_features(extract, batches_fn(split), num_images,
                                 resolution)
-  mu, sigma = gaussian(feats)
-  stats = ReferenceStats(mu=mu, sigma=sigma, features=feats, path=path)
-  try:
-    _save(path, stats, meta)
-  except OSError as e:
-    raise UserError(f'cannot write reference statistics to {path} ({e}); set '
-                    'config.eval.cache_dir to a writable folder') from e
+  if jax.process_index() == 0:
+    mu, sigma = gaussian(feats)
+    stats = ReferenceStats(mu=mu, sigma=sigma, features=feats, path=path)
+  _store(path, stats, meta)
   return stats
