@@ -10,7 +10,9 @@ import datetime
 import importlib.util
 import logging as logging_lib
 import os
+import signal
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -90,21 +92,29 @@ class _OnlyOurs(logging_lib.Filter):
 def main(argv):
   try:
     _main(argv)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt:  # A second Ctrl-C while the first one saves.
     _interrupted()
 
 
-def _interrupted():
+def _interrupted(signum=None, frame=None):
   """Ctrl-C at start-up, or a second one while the first saves: one line.
 
   The first Ctrl-C of a training run saves and stops (gan_jax/train.py,
   StopSignal); this is any other. Checkpoints become visible only when
-  complete, so the workdir holds the last complete one. os._exit, since a
-  checkpoint write or a worker left mid-way must not hold the exit up.
+  complete, so the workdir holds the last complete one. Until training starts
+  this is the SIGINT handler itself: a KeyboardInterrupt raised inside an
+  import can be swallowed by a library's bare `except:`, and nothing needs
+  saving yet. os._exit, since a checkpoint write or a worker left mid-way must
+  not hold the exit up.
   """
+  del signum, frame
   print('error: interrupted (Ctrl-C); the workdir keeps its last complete '
         'checkpoint: launch again with the same --workdir to resume',
         file=sys.stderr, flush=True)
+  workdir_lib = sys.modules.get('gan_jax.workdir')
+  if workdir_lib is not None:
+    for path in list(workdir_lib._HELD):  # pylint: disable=protected-access
+      workdir_lib.release(os.path.dirname(path))
   os._exit(130)  # pylint: disable=protected-access
 
 
@@ -211,13 +221,17 @@ def parse_flags(argv):
 
 
 def _fail(message):
-  print(f'error: {message}', file=sys.stderr)
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+         if t is not threading.main_thread()):
+    # A library's thread (orbax's after a failed save) would hold the
+    # interpreter's exit up for minutes; the error is out, so leave now.
+    logging.flush()
+    os._exit(2)  # pylint: disable=protected-access
   sys.exit(2)
 
 
 if __name__ == '__main__':
+  signal.signal(signal.SIGINT, _interrupted)  # Until training takes it over.
   flags.mark_flags_as_required(['config'])
-  try:  # Ctrl-C while the config file (and with it JAX) is imported.
-    app.run(main, flags_parser=parse_flags)
-  except KeyboardInterrupt:
-    _interrupted()
+  app.run(main, flags_parser=parse_flags)

@@ -7,7 +7,7 @@
 Arguments (`:key=value,...`; tests/test_configs.py checks what they promise):
   loss: any gan_jax.losses name, with its recipe (configs/default.py
     LOSS_RECIPES); default non_saturating
-  data: ring8 | grid25; default ring8
+  data: ring8 | grid25 | ring_pacgan; default ring8
 The recipes (LOSS_RECIPES below): WGAN 5 critic steps and Adam(5e-5, 0.5);
 WGAN-GP 5 critic steps and Adam(1e-4, 0.5, 0.9); on every config.
 Settings: model=mlp, batch_size=256, num_steps=4000, z_dim=2, d_steps=1,

@@ -1,4 +1,11 @@
-"""Start-up checks of the config, so bad values fail with one clear line."""
+"""Start-up checks of the config, so bad values fail with one clear line.
+
+Each field's type and range is one row of FIELDS; what a row cannot say
+(registered names, relations between fields) is checked after the table.
+"""
+import math
+from typing import Any, Callable, NamedTuple
+
 import jax
 
 from gan_jax import augment
@@ -7,38 +14,216 @@ from gan_jax import models
 from gan_jax import penalties
 from gan_jax import step
 from gan_jax.errors import UserError
+from gan_jax.models import common
+from gan_jax.models import conditional
+from gan_jax.models import conv_transpose
+from gan_jax.models import dcgan_mnist
+
+# The step counter and optax's update counts are int32.
+INT32_END = 2**31
+# gan_jax/state.py learning_rate (which imports this module).
+SCHEDULES = ('constant', 'linear', 'cosine')
 
 
+class Rule(NamedTuple):
+  """What a value must be besides its type, as an error says it."""
+  ok: Callable[[Any], bool]
+  text: str  # Follows 'must be': 'positive', 'in [0, 1)', ...
+  choices: tuple = ()  # For a field that takes names: the valid ones.
 
-def _positive(value, name):
-  if not value > 0:
-    raise UserError(f'{name} must be positive, got {value}; pass --config.{name}=N')
+
+POSITIVE = Rule(lambda v: v > 0, 'positive')
+AT_LEAST_0 = Rule(lambda v: v >= 0, '>= 0')
+FRACTION = Rule(lambda v: 0 <= v < 1, 'in [0, 1)')
+
+
+def up_to(high, why):
+  """1 .. `high`: a count that start-up or compilation loops over."""
+  return Rule(lambda v: 1 <= v <= high, f'in [1, {high}] ({why})')
+
+
+def one_of(*choices):
+  """One of the names (or numbers) `choices`."""
+  return Rule(lambda v: v in choices,
+              'one of: ' + ', '.join(map(str, choices)), choices)
+
+
+# The types of the table: (what a value must be, the flag's placeholder). A
+# '?' after the type also allows None (unset: the reader's default).
+TYPES = {
+    'int': ('an integer in [-2**31, 2**31) (int32, as JAX counts)', 'N'),
+    'float': ('a finite number', 'X'),
+    'str': ('a string', 'NAME'),
+    'bool': ('true or false', 'true'),
+    'names': ('a comma-separated string of names', 'NAME,NAME'),
+}
+
+# Every field of the configs: {dotted name: (type, rule or None)}. A field a
+# config lacks is not checked (the image configs have no g.width). Names that
+# registries hold are checked by their registry (model, loss.name,
+# penalty.name, data.name, augment.policy; norm and activation by the model).
+FIELDS = {
+    'seed': ('int', AT_LEAST_0),
+    'model': ('str', None),
+    'z_dim': ('int', POSITIVE),
+    'batch_size': ('int', POSITIVE),
+    'num_steps': ('int', POSITIVE),
+    'd_steps': ('int', up_to(100, 'the step unrolls the D updates')),
+    'updates': ('str', one_of(*step.UPDATES)),
+    'steps_per_call': ('int', POSITIVE),
+    'steps_per_call_on_cpu': ('int', AT_LEAST_0),  # 0: steps_per_call.
+    'dtype': ('str', one_of(*common.DTYPES)),
+    'num_classes': ('int', AT_LEAST_0),  # 0: unconditional.
+    'collapse_threshold': ('float', AT_LEAST_0),  # 0: never warn.
+    'nonfinite': ('str', one_of('stop', 'skip')),
+    'resume_from_step': ('int', AT_LEAST_0),  # 0: the latest checkpoint.
+    'allow_config_change': ('bool', None),
+    'log_every': ('int', POSITIVE),
+    'eval_every': ('int', POSITIVE),
+    'data.name': ('str', None),
+    'data.seed': ('int', AT_LEAST_0),  # numpy refuses negative seeds.
+    'data.std': ('float?', POSITIVE),
+    'data.radius': ('float?', POSITIVE),
+    'data.num_modes': ('int?', POSITIVE),
+    'data.grid_size': ('int?', POSITIVE),
+    'data.grid_spacing': ('float?', POSITIVE),
+    'data.split': ('str', None),
+    'data.data_dir': ('str?', None),
+    'data.path': ('str?', None),
+    'data.image_size': ('int?', POSITIVE),
+    'data.channels': ('int?', one_of(1, 3)),
+    'data.num_workers': ('int', AT_LEAST_0),
+    # The same rows under g and d.
+    **{f'{net}.{field}': row for net in ('g', 'd') for field, row in {
+        'optimizer.lr': ('float', POSITIVE),
+        'optimizer.b1': ('float', FRACTION),
+        'optimizer.b2': ('float', FRACTION),
+        'optimizer.eps': ('float', POSITIVE),
+        'optimizer.schedule': ('str', one_of(*SCHEDULES)),
+        'optimizer.warmup_steps': ('int', AT_LEAST_0),
+        'width': ('int', POSITIVE),
+        'depth': ('int', up_to(100, 'a Python loop builds the layers')),
+        'channels': ('int', POSITIVE),
+        'activation': ('str', None),
+        'norm': ('str', None),
+    }.items()},
+    'g.conv_transpose': ('str', one_of(*conv_transpose.IMPLS)),
+    'g.upsample': ('str', one_of(*dcgan_mnist.UPSAMPLE)),
+    'd.pack': ('int', POSITIVE),  # 1: no packing.
+    'd.pieces': ('int', POSITIVE),  # Maxout pieces (model pacgan).
+    'loss.name': ('str', None),
+    'loss.clip': ('float', None),  # Positive where used: _check_relations.
+    'penalty.name': ('str', None),
+    'penalty.weight': ('float', AT_LEAST_0),
+    'penalty.every': ('int', POSITIVE),  # 1: every D update.
+    'augment.policy': ('str', None),
+    'ema.decay': ('float', FRACTION),  # 0: off.
+    'ema.start_step': ('int', AT_LEAST_0),
+    'conditional.g': ('str', one_of(*conditional.G_MODES)),
+    'conditional.d': ('str', one_of(*conditional.D_HEADS)),
+    'conditional.acgan_weight': ('float', AT_LEAST_0),
+    'eval.num_samples': ('int', POSITIVE),
+    'eval.seed': ('int', AT_LEAST_0),
+    'eval.ema': ('bool', None),
+    'eval.standing_stats': ('int', AT_LEAST_0),  # 0: off.
+    'eval.grid_rows': ('int', POSITIVE),
+    'eval.metrics': ('names', None),
+    'eval.inception_weights': ('str', None),
+    'eval.classifier_checkpoint': ('str', None),
+    'eval.reference_split': ('str', None),
+    'eval.num_reference': ('int', POSITIVE),
+    'eval.cache_dir': ('str', None),
+    'eval.sample_batch_size': ('int', POSITIVE),
+    'eval.inception_batch_size': ('int', POSITIVE),
+    'checkpoint.every': ('int', POSITIVE),
+    'checkpoint.keep': ('int', POSITIVE),
+    'checkpoint.keep_every': ('int', AT_LEAST_0),  # 0: none.
+    'checkpoint.use_async': ('bool', None),
+}
+
+
+def _has_type(value, kind):
+  if value is None:
+    return kind.endswith('?')
+  kind = kind.rstrip('?')
+  if isinstance(value, bool) or kind == 'bool':  # A bool is also an int.
+    return isinstance(value, bool) and kind == 'bool'
+  if kind == 'int':
+    return isinstance(value, int) and -INT32_END <= value < INT32_END
+  if kind == 'float':
+    return isinstance(value, (int, float)) and math.isfinite(value)
+  if kind == 'names':
+    return isinstance(value, (str, list, tuple))
+  return isinstance(value, str)
+
+
+def _shown(value):
+  """`value` for a one-line error: its repr, cut short."""
+  text = repr(value)
+  return text if len(text) <= 60 else text[:57] + '...'
+
+
+def field_error(name, value, text, flag_value):
+  """The one-line error of field `name` whose `value` is not `text`."""
+  return UserError(f'{name} must be {text}, got {_shown(value)}; pass '
+                   f'--config.{name}={flag_value}')
+
+
+_ABSENT = object()
+
+
+def _lookup(config, name):
+  """The value of dotted field `name` in `config`, or _ABSENT."""
+  node = config
+  for part in name.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return _ABSENT
+    node = node[part]
+  return node
+
+
+def check_fields(config):
+  """Raises UserError for the first field of FIELDS in `config` whose value
+  has the wrong type or breaks its rule."""
+  for name, (kind, rule) in FIELDS.items():
+    value = _lookup(config, name)
+    if value is _ABSENT:
+      continue
+    text, flag_value = TYPES[kind.rstrip('?')]
+    if not _has_type(value, kind):
+      unset = ' or unset' if kind.endswith('?') else ''
+      raise field_error(name, value, text + unset, flag_value)
+    if value is None or rule is None or rule.ok(value):
+      continue
+    if rule.choices:  # The form of the registries' errors.
+      raise UserError(f'unknown {name} {_shown(value)}; {name} must be '
+                      f'{rule.text}; pass --config.{name}={rule.choices[0]}')
+    raise field_error(name, value, rule.text, flag_value)
 
 
 def validate(config):
   """Raises UserError for config values that cannot work."""
-  for name in ('num_steps', 'batch_size', 'd_steps', 'log_every', 'eval_every',
-               'checkpoint.every', 'eval.num_samples', 'z_dim', 'steps_per_call'):
-    value = config
-    for part in name.split('.'):
-      value = value[part]
-    _positive(value, name)
-  for net in ('g', 'd'):
-    _positive(config[net].optimizer.lr, f'{net}.optimizer.lr')
+  check_fields(config)
   loss = losses.get(config.loss.name)
   if config.penalty.name:
     penalties.get(config.penalty.name)
-  if loss.clip_d_weights:
-    _positive(config.loss.clip, 'loss.clip')
-  every = config.penalty.get('every', 1)
-  if not (isinstance(every, int) and every >= 1):
-    raise UserError(f'penalty.every must be a positive integer, got {every!r}; '
-                    'pass --config.penalty.every=N (1: every D update)')
-  pack = config.d.get('pack', 1)
-  if not (isinstance(pack, int) and pack >= 1):
-    raise UserError(f'd.pack must be a positive integer, got {pack!r}; pass '
-                    '--config.d.pack=M (1: no packing)')
-  devices = jax.device_count()
+  if 'augment' in config:
+    augment.parse(config.augment.policy)
+  check_model_fields(config)
+  _check_relations(config, loss)
+
+
+def _check_relations(config, loss):
+  """The rules between fields, which one row of FIELDS cannot say."""
+  if loss.clip_d_weights and not config.loss.clip > 0:
+    raise field_error('loss.clip', config.loss.clip, 'positive (loss '
+                      f'{config.loss.name!r} clips D weights to it)', 'X')
+  if config.num_steps * config.d_steps >= INT32_END:
+    raise UserError(
+        f'num_steps * d_steps ({config.num_steps} * {config.d_steps}) must be '
+        "below 2**31 (D's optimizer counts its updates in int32); pass a "
+        'smaller --config.num_steps=N')
+  pack, devices = config.d.get('pack', 1), jax.device_count()
   if config.batch_size % pack or (
       config.batch_size % devices == 0
       and (config.batch_size // devices) % pack):
@@ -46,32 +231,15 @@ def validate(config):
         f'd.pack={pack} must divide the per-device batch '
         f'(batch_size {config.batch_size} over {devices} devices); use a '
         f'batch_size that is a multiple of {pack * devices}')
-  mode = step.updates(config)
-  if mode not in step.UPDATES:
-    raise UserError(f'unknown updates {mode!r}; set config.updates to one of: '
-                    + ', '.join(step.UPDATES))
-  if mode == 'simultaneous' and config.d_steps != 1:
+  if step.updates(config) == 'simultaneous' and config.d_steps != 1:
     raise UserError(f"updates='simultaneous' takes one D update per G update, "
                     f'but d_steps is {config.d_steps}; pass --config.d_steps=1 '
                     "or --config.updates=alternating")
   classes = config.get('num_classes', 0)
-  if not (isinstance(classes, int) and classes >= 0):
-    raise UserError(f'num_classes must be an integer >= 0 (0: unconditional), '
-                    f'got {classes!r}; pass --config.num_classes=N')
   if classes and pack > 1:
     raise UserError(f'd.pack={pack} (PacGAN) and num_classes={classes} cannot '
                     'be combined: a pack mixes examples of different classes; '
                     'drop one (--config.d.pack=1 or --config.num_classes=0)')
-  if 'augment' in config:
-    augment.parse(config.augment.policy)
-  if 'ema' in config:
-    decay, start = config.ema.decay, config.ema.start_step
-    if not 0 <= decay < 1:
-      raise UserError(f'ema.decay must be in [0, 1) (0: off), got {decay}; '
-                      'pass e.g. --config.ema.decay=0.999')
-    if start < 0:
-      raise UserError(f'ema.start_step must be >= 0, got {start}')
-  check_model_fields(config)
 
 
 # Fields of config.g / config.d that the step and state read for every model.

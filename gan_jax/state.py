@@ -49,16 +49,11 @@ def sampling_generator(state, ema: bool = True) -> NetState:
   return state.g.replace(params=state.g_ema)
 
 
-SCHEDULES = ('constant', 'linear', 'cosine')
-
-
 def learning_rate(opt_config, num_steps):
   """An optax schedule: `warmup_steps` linear warmup, then constant/linear/cosine
-  decay to zero at `num_steps` (counted in this network's updates)."""
+  decay to zero at `num_steps` (counted in this network's updates). The
+  fields are checked at start-up (gan_jax/checks.py)."""
   lr, warmup = opt_config.lr, opt_config.warmup_steps
-  if opt_config.schedule not in SCHEDULES:
-    raise UserError(f'unknown schedule {opt_config.schedule!r}; use one of: '
-                    + ', '.join(SCHEDULES))
   decay_steps = max(num_steps - warmup, 1)
   schedule = {
       'constant': optax.constant_schedule(lr),
@@ -75,20 +70,31 @@ def learning_rate(opt_config, num_steps):
 MAX_CONSECUTIVE_SKIPS = 100
 
 
+def _skip_overflowing_norm(tx):
+  """`tx` (an optax.apply_if_finite) that also skips gradients whose global
+  norm is not finite although every entry is (e.g. entries of 1e38): Adam
+  squares them into inf, which would freeze those weights for good. They are
+  turned into NaN, which apply_if_finite drops and counts; its state, which
+  gan_jax/nonfinite.py reads and checkpoints hold, is unchanged."""
+  def update(grads, state, params=None):
+    finite = jnp.isfinite(optax.tree.norm(grads))
+    grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads)
+    return tx.update(grads, state, params)
+  return optax.GradientTransformation(tx.init, update)
+
+
 def make_optimizer(opt_config, num_steps, skip_nonfinite=False):
   """Adam with the learning rate, schedule and betas of `config.{g,d}.optimizer`.
 
   `num_steps` is the number of updates this network gets over the run. With
-  `skip_nonfinite`, updates whose gradients are not finite are dropped
-  (`optax.apply_if_finite`, which counts them in its state).
+  `skip_nonfinite`, updates whose gradients (or their global norm) are not
+  finite are dropped (`optax.apply_if_finite`, which counts them in its state).
   """
-  if opt_config.lr <= 0:
-    raise UserError(f'learning rate must be positive, got {opt_config.lr}; '
-                    'set config.g.optimizer.lr / config.d.optimizer.lr')
   tx = optax.adam(learning_rate(opt_config, num_steps), b1=opt_config.b1,
                   b2=opt_config.b2, eps=opt_config.eps)
   if skip_nonfinite:
-    tx = optax.apply_if_finite(tx, MAX_CONSECUTIVE_SKIPS)
+    tx = _skip_overflowing_norm(
+        optax.apply_if_finite(tx, MAX_CONSECUTIVE_SKIPS))
   return tx
 
 

@@ -5,8 +5,8 @@ if there is one, then runs the pmapped train step over all local devices,
 logging every `config.log_every`, evaluating every `config.eval_every` and
 checkpointing every `config.checkpoint.every` steps and at the end.
 """
+import contextlib
 import json
-import os
 import signal
 import threading
 import time
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 from flax.jax_utils import unreplicate
 
 from gan_jax import checkpoint
@@ -28,6 +29,7 @@ from gan_jax import nonfinite
 from gan_jax import sampling
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
+from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.axis import AXIS
 from gan_jax.errors import UserError
@@ -81,18 +83,10 @@ class DeviceFeeder:
 
 
 def _check_writable(workdir):
-  """Fails early, before anything is written, if `workdir` cannot be used."""
-  # Hosts sharing the workdir may have the same pid (containers).
-  probe = os.path.join(workdir,
-                       f'.write_test_{jax.process_index()}_{os.getpid()}')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'workdir {workdir!r} is not writable ({e.strerror}); pass '
-                    'a --workdir you can write to') from None
+  """Fails early, before anything is written, if `workdir` or its metrics
+  history cannot be used."""
+  workdir_lib.check_writable(workdir)
+  writers.check_history(workdir)
 
 
 class StopSignal:
@@ -116,9 +110,13 @@ class StopSignal:
         self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
-    del frame
     if self.signal is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # A second Ctrl-C: stop without saving.
+      # A second Ctrl-C: stop without saving, by the handler from before
+      # (launch.py's exits at once), else as Python does.
+      previous = self._previous.get(signal.SIGINT)
+      if callable(previous) and previous is not signal.default_int_handler:
+        previous(signum, frame)
+      raise KeyboardInterrupt
     self.signal = signal.Signals(signum).name
     logging.warning('%s received: saving a checkpoint and stopping.', self.signal)
 
@@ -158,19 +156,29 @@ def _restore(ckpt, config, state, data_iter, set_aside=True, step=None):
         '--config.allow_config_change=true to continue anyway')
   state, data_state = ckpt.restore(step, state)
   data_iter.set_state(data_state)
-  aside = ckpt.set_aside_after(step) if set_aside else None
-  if aside:
-    logging.warning('Moved the later checkpoints (steps %s) to %s_abandoned.',
-                    aside, ckpt.directory)
+  if set_aside:
+    ckpt.set_aside_after(step)
   logging.info('Resumed from the checkpoint at step %d in %s.', step,
                ckpt.directory)
   return state
 
 
+def _write_config(config, workdir):
+  """WORKDIR/config.json, the resolved config, for people and tools to read."""
+  path = epath.Path(workdir) / 'config.json'
+  try:
+    path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+  except OSError as e:
+    raise UserError(f'cannot write {path} ({e.strerror or e}); remove what is '
+                    'in its place, or use another --workdir') from None
+
+
 def _start(config, workdir):
-  """Checks the config, builds the data, models and state and restores the
-  latest checkpoint: (data iterator, state, checkpointer). Nothing is written
-  to `workdir` before all of that has succeeded but the config's copy."""
+  """Checks the config, locks the workdir, builds the data, models and state
+  and restores the latest checkpoint: (data iterator, state, checkpointer).
+  Nothing is written to `workdir` before all of that has succeeded but the
+  lock, the config's copy and the metrics history cut back to the restored
+  step. The caller releases the lock (`workdir_lib.release`)."""
   checks.validate(config)
   evaluate.check(config)
   if config.batch_size % jax.device_count():
@@ -179,22 +187,28 @@ def _start(config, workdir):
         f'{jax.device_count()} devices; use a multiple of {jax.device_count()} '
         '(--config.batch_size=N)')
   _check_writable(workdir)
-  distributed.check_shared_workdir(workdir)
-  logging.info('%d devices (%d on this host, process %d of %d), batch %d per '
-               'device', jax.device_count(), jax.local_device_count(),
-               jax.process_index(), jax.process_count(),
-               config.batch_size // jax.device_count())
-  data_iter = data.build(config, config.batch_size // jax.process_count(),
-                         jax.process_index(), jax.process_count())
-  evaluate.check_image_shape(config, data_iter.example_shape)
-  generator, discriminator = models.build(config, data_iter.example_shape)
-  state = state_lib.create(config, generator, discriminator,
-                           data_iter.example_shape)
-  ckpt = checkpoint.Checkpointer(workdir, config)
-  state = _restore(ckpt, config, state, data_iter)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  workdir_lib.lock(workdir)
+  try:
+    distributed.check_shared_workdir(workdir)  # Then all hosts see one folder.
+    logging.info('%d devices (%d on this host, process %d of %d), batch %d per '
+                 'device', jax.device_count(), jax.local_device_count(),
+                 jax.process_index(), jax.process_count(),
+                 config.batch_size // jax.device_count())
+    data_iter = data.build(config, config.batch_size // jax.process_count(),
+                           jax.process_index(), jax.process_count())
+    evaluate.check_image_shape(config, data_iter.example_shape)
+    generator, discriminator = models.build(config, data_iter.example_shape)
+    state = state_lib.create(config, generator, discriminator,
+                             data_iter.example_shape)
+    workdir_lib.check_writable(epath.Path(workdir) / 'checkpoints')
+    ckpt = checkpoint.Checkpointer(workdir, config)
+    state = _restore(ckpt, config, state, data_iter)
+    writers.trim_history(workdir, int(state.step))
+    if jax.process_index() == 0:
+      _write_config(config, workdir)
+  except BaseException:
+    workdir_lib.release(workdir)
+    raise
   return data_iter, state, ckpt
 
 
@@ -246,6 +260,22 @@ def _evaluate(config, generate, state, step, workdir, writer):
 def train_and_evaluate(config, workdir):
   """Trains (or resumes) the run in `workdir`; returns the final GANState."""
   data_iter, state, ckpt = _start(config, workdir)
+  # Undone in reverse order, each even if one before it raised; the lock last.
+  with contextlib.ExitStack() as cleanup:
+    cleanup.callback(workdir_lib.release, workdir)
+    cleanup.callback(ckpt.close)  # Bounded: never hangs the exit.
+    writer = writers.MetricWriter(workdir)
+    cleanup.callback(writer.close)
+    cleanup.callback(ckpt.wait)  # A failed save not yet reported raises here.
+    stop = StopSignal()
+    cleanup.callback(stop.restore)
+    state = _loop(config, workdir, data_iter, state, ckpt, writer, stop)
+  return unreplicate(state)
+
+
+def _loop(config, workdir, data_iter, state, ckpt, writer, stop):
+  """Trains from `state` to config.num_steps (or a stop request): logs,
+  evaluates and saves at their steps. Returns the replicated state."""
   devices = jax.local_devices()
   steps_per_call = step_lib.steps_per_call(config)
   p_step = jax.pmap(step_lib.make_multi_step(config), axis_name=AXIS,
@@ -254,52 +284,44 @@ def train_and_evaluate(config, workdir):
   generate = sampling.make_generate(config)
   state = _replicate(state, devices)
   feeder = DeviceFeeder(data_iter, config.d_steps, devices)
-  writer = writers.MetricWriter(workdir)
-  stop = StopSignal()
   periods = (config.log_every, config.eval_every, config.checkpoint.every)
-  try:
-    step = t_step = int(unreplicate(state.step))
-    t0 = time.time()
-    first_bad = None  # The first non-finite step since the last check, on device.
-    while step < config.num_steps:
-      # Run up to steps_per_call steps, stopping at the next log/eval/save step.
-      k = min([steps_per_call, config.num_steps - step]
-              + [p - step % p for p in periods])
-      batch, data_state = feeder.next(k)
-      state, metrics = p_step(state, batch)
-      first_bad = (metrics['nonfinite'] if first_bad is None
-                   else jnp.minimum(first_bad, metrics['nonfinite']))
-      step += k
-      last = step == config.num_steps
-      stopping = stop.requested(ckpt, step)
-      save = step % config.checkpoint.every == 0 or last or stopping
-      if step % config.log_every == 0 or save:
-        # Fetched at log and save steps only, so the host does not wait on the
-        # devices in between; a bad state is never saved.
-        scalars = _checked_scalars(step, metrics, first_bad, ckpt)
-        first_bad = None
-        # On the last real batch of the call, with the updated G.
-        scalars['diversity_ratio'] = float(unreplicate(p_diversity(
-            state, jax.tree.map(lambda b: b[:, -1, -1], batch))))
-        now = time.time()
-        _log(config, writer, step, scalars, (step - t_step) / max(now - t0, 1e-9))
-        t0, t_step = now, step
-      if step % config.eval_every == 0 or last:
-        _evaluate(config, generate, state, step, workdir, writer)
-      if save:
-        ckpt.save(step, unreplicate(state), data_state, config)
-      if stopping:
-        ckpt.wait()
-        logging.warning('Stopped by %s at step %d; the checkpoint is saved. '
-                        'Launch again with the same --workdir to continue.',
-                        stop.signal or 'preemption', step)
-        break
-  finally:
-    stop.restore()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-  return unreplicate(state)
+  step = t_step = int(unreplicate(state.step))
+  t0 = time.time()
+  first_bad = None  # The first non-finite step since the last check, on device.
+  while step < config.num_steps:
+    # Run up to steps_per_call steps, stopping at the next log/eval/save step.
+    k = min([steps_per_call, config.num_steps - step]
+            + [p - step % p for p in periods])
+    batch, data_state = feeder.next(k)
+    state, metrics = p_step(state, batch)
+    first_bad = (metrics['nonfinite'] if first_bad is None
+                 else jnp.minimum(first_bad, metrics['nonfinite']))
+    step += k
+    last = step == config.num_steps
+    stopping = stop.requested(ckpt, step)
+    save = step % config.checkpoint.every == 0 or last or stopping
+    if step % config.log_every == 0 or save:
+      # Fetched at log and save steps only, so the host does not wait on the
+      # devices in between; a bad state is never saved.
+      scalars = _checked_scalars(step, metrics, first_bad, ckpt)
+      first_bad = None
+      # On the last real batch of the call, with the updated G.
+      scalars['diversity_ratio'] = float(unreplicate(p_diversity(
+          state, jax.tree.map(lambda b: b[:, -1, -1], batch))))
+      now = time.time()
+      _log(config, writer, step, scalars, (step - t_step) / max(now - t0, 1e-9))
+      t0, t_step = now, step
+    if step % config.eval_every == 0 or last:
+      _evaluate(config, generate, state, step, workdir, writer)
+    if save:
+      ckpt.save(step, unreplicate(state), data_state, config)
+    if stopping:
+      ckpt.wait()
+      logging.warning('Stopped by %s at step %d; the checkpoint is saved. '
+                      'Launch again with the same --workdir to continue.',
+                      stop.signal or 'preemption', step)
+      break
+  return state
 
 
 def evaluate_checkpoint(config, workdir, steps=None):
@@ -311,10 +333,14 @@ def evaluate_checkpoint(config, workdir, steps=None):
   sha256 of each feature network the image metrics used; and to metrics.jsonl
   and TensorBoard); the trained G of a run with EMA (`config.eval.ema=False`)
   writes `eval_step_N_raw.json`.
+
+  It takes no lock: it only reads finished checkpoints, so it may run beside
+  the run that trains in `workdir` (one that run deletes meanwhile, by
+  `checkpoint.keep`, stops it with the one-line restore error).
   """
   checks.validate(config)
   evaluate.check(config)
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not (epath.Path(workdir) / 'checkpoints').is_dir():
     raise UserError(f'no checkpoints in {workdir} to evaluate; pass the '
                     '--workdir of a run')
   ckpt = checkpoint.Checkpointer(workdir, config)
@@ -337,6 +363,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
   template = state_lib.create(config, generator, discriminator,
                               data_iter.example_shape)
   generate = sampling.make_generate(config)
+  writers.check_history(workdir)
   networks = evaluate.feature_networks(config)
   networks = {'feature_networks': networks} if networks else {}
   writer = writers.MetricWriter(workdir)
@@ -350,10 +377,9 @@ def evaluate_checkpoint(config, workdir, steps=None):
                                   writer, tag)
       writer.write_scalars(step, results)
       if jax.process_index() == 0:
-        path = os.path.join(workdir, f'eval_step_{step}{tag}.json')
-        with open(path, 'w') as f:
-          json.dump({'step': step, **results, **networks}, f, indent=2,
-                    sort_keys=True)
+        (epath.Path(workdir) / f'eval_step_{step}{tag}.json').write_text(
+            json.dumps({'step': step, **results, **networks}, indent=2,
+                       sort_keys=True))
       logging.info('eval of step %d  %s', step, '  '.join(
           f'{name} {v:.4g}' for name, v in results.items()))
       evaluated[step] = results

@@ -1,7 +1,9 @@
 """Metric output: a JSONL file and TensorBoard events in the workdir.
 
 Only process 0 writes; on other hosts the writer does nothing. TensorBoard
-events come from tensorboardX, which needs no TensorFlow.
+events come from tensorboardX, which needs no TensorFlow. `metrics.jsonl` is
+the run's history: on resume `trim_history` cuts it back to the restored step,
+so that it reads as one run.
 """
 import json
 import os
@@ -9,6 +11,64 @@ import sys
 
 import jax
 import numpy as np
+from absl import logging
+from etils import epath
+
+from gan_jax.errors import UserError
+
+HISTORY = 'metrics.jsonl'
+
+
+def check_history(workdir):
+  """Raises UserError unless WORKDIR/metrics.jsonl is absent or a file this
+  process can read and append to (process 0: the only writer)."""
+  path = epath.Path(workdir) / HISTORY
+  if jax.process_index() != 0 or not path.exists():
+    return
+  try:
+    with path.open('r'), path.open('a'):
+      pass
+  except OSError as e:
+    raise UserError(f'{path} cannot be read and appended to '
+                    f'({e.strerror or e}); the run keeps its metrics there: '
+                    'move it away or fix its permissions, then launch again'
+                    ) from None
+
+
+def _step(line):
+  """The step of a complete history row, or None (a torn or foreign line)."""
+  try:
+    step = json.loads(line)['step']
+  except (ValueError, KeyError, TypeError):
+    return None
+  return step if isinstance(step, (int, float)) else None
+
+
+def trim_history(workdir, step):
+  """Drops the rows after `step`, the step a run resumes from (0: none
+  restored), and torn or damaged lines (a kill mid-write) from
+  WORKDIR/metrics.jsonl.
+
+  Those rows are of steps that the run trains again (or, after
+  --config.resume_from_step, of an abandoned trajectory). The file is
+  rewritten to a temporary file and renamed over the old one.
+  """
+  path = epath.Path(workdir) / HISTORY
+  if jax.process_index() != 0 or not path.exists():
+    return
+  # Bytes flipped on disk may not even be UTF-8: such lines fail to parse.
+  lines = path.read_bytes().decode('utf-8', 'replace').splitlines(True)
+  steps = [_step(l) for l in lines]
+  kept = [l.rstrip('\n') + '\n' for l, s in zip(lines, steps)
+          if s is not None and s <= step]
+  if kept == lines:
+    return
+  tmp = path.parent / f'{HISTORY}.tmp'
+  tmp.write_text(''.join(kept))
+  tmp.replace(path)
+  logging.info('Cut %s back to step %d: dropped %d later rows and %d torn or '
+               'damaged lines.', path, step,
+               len(lines) - len(kept) - steps.count(None), steps.count(None))
 
 
 def _summary_writer_class():
@@ -38,7 +98,7 @@ class MetricWriter:
     if not self.active:
       return
     SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    self._jsonl = open(os.path.join(workdir, HISTORY), 'a')
     self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write_scalars(self, step, scalars):

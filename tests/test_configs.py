@@ -38,7 +38,7 @@ AFFECTS = {
     'head': ('conditional.d',),
     'pack': ('d.pack', 'batch_size'),
 }
-EXAMPLE_SHAPES = {'ring8': (2,), 'grid25': (2,), 'mnist': (28, 28, 1),
+EXAMPLE_SHAPES = {'ring8': (2,), 'grid25': (2,), 'ring_pacgan': (2,), 'mnist': (28, 28, 1),
                   'fashion_mnist': (28, 28, 1), 'cifar10': (32, 32, 3),
                   'celeb_a': (64, 64, 3)}
 

@@ -85,9 +85,12 @@ def test_sigkill_then_relaunch_is_bitwise_identical(tmp_path, devices):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert finished_steps(killed)[-1] < 60  # Killed before the end.
+  assert os.path.exists(os.path.join(killed, 'run.lock'))  # Left behind.
   r = run_launch([*BASE, *SLOW, f'--workdir={killed}'], devices=devices)
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'Resumed from the checkpoint at step' in r.stderr
+  assert 'Took over' in r.stderr  # The dead run's lock.
+  assert not os.path.exists(os.path.join(killed, 'run.lock'))
   assert_same_run(straight, killed)
 
 
@@ -104,6 +107,7 @@ def test_sigterm_saves_the_current_step_and_relaunch_continues(tmp_path):
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-3000:]
   assert 'Stopped by SIGTERM at step' in err
+  assert not os.path.exists(os.path.join(workdir, 'run.lock'))  # Released.
   saved = finished_steps(workdir)
   assert len(saved) == 1 and 0 < saved[0] < 100000
   assert f'at step {saved[0]};' in err

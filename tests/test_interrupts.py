@@ -31,13 +31,14 @@ def _assert_clean(err, returncode):
     assert returncode == 130 and last.startswith('error: interrupted'), err[-3000:]
 
 
-@pytest.mark.parametrize('delay', [0.5, 1.5])
+@pytest.mark.parametrize('delay', [0.3, 1.0, 1.5, 2.5])
 def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
   proc = start_launch([*BASE, *LONG, f'--workdir={tmp_path / "run"}'])
   time.sleep(delay)
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=120)
   _assert_clean(err, proc.returncode)
+  assert not (tmp_path / 'run' / 'run.lock').exists()  # Released.
 
 
 def test_second_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):

@@ -31,6 +31,7 @@ from gan_jax.errors import UserError
 
 DATASETS: dict[str, Callable] = {
     'ring8': toy.build,
+    'ring_pacgan': toy.build,
     'grid25': toy.build,
     'mnist': tfds_data.build,
     'fashion_mnist': tfds_data.build,

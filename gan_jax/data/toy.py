@@ -1,7 +1,8 @@
 """Mixtures of Gaussians in 2D, generated in-process (no download).
 
 `ring8`: `num_modes` modes evenly spaced on a circle of `radius` (default 8
-modes, radius 2, std 0.02). `grid25`: a `grid_size` x `grid_size` grid with
+modes, radius 2, std 0.02); `ring_pacgan` the same with PacGAN's radius 1 and
+std 0.01. `grid25`: a `grid_size` x `grid_size` grid with
 `grid_spacing` between modes, centred on 0 (default 5 x 5 on {-4,-2,0,2,4}^2,
 std 0.05). Every mode has the same weight. With `config.num_classes` (= the
 number of modes) each point is labelled by its mode, for conditional GANs. These are the benchmarks of the
@@ -18,8 +19,15 @@ from gan_jax.errors import UserError
 
 DEFAULTS = {
     'ring8': dict(num_modes=8, radius=2.0, std=0.02),
+    # PacGAN's ring (Lin et al. 2018, Table 2): radius 1, std 0.01.
+    'ring_pacgan': dict(num_modes=8, radius=1.0, std=0.01),
     'grid25': dict(grid_size=5, grid_spacing=2.0, std=0.05),
 }
+
+# At most this many modes (a 31 x 31 grid): evaluation measures every
+# sample's distance to every mode. The fields' types and signs are checked
+# at start-up (gan_jax/checks.py).
+MAX_MODES = 1000
 
 
 def _get(config, field):
@@ -27,15 +35,23 @@ def _get(config, field):
   return DEFAULTS[config.data.name][field] if value is None else value
 
 
+def _check_count(name, count, field):
+  if count > MAX_MODES:
+    raise UserError(f'{name} would have {count} modes, more than {MAX_MODES}; '
+                    f'pass a smaller --config.data.{field}=N')
+
+
 def mixture(config):
   """The mixture's modes `[K, 2]` and per-coordinate standard deviation."""
   name = config.data.name
-  if name == 'ring8':
+  if name in ('ring8', 'ring_pacgan'):
     k = _get(config, 'num_modes')
+    _check_count(name, k, 'num_modes')
     angles = 2 * np.pi * np.arange(k) / k
     modes = _get(config, 'radius') * np.stack([np.cos(angles), np.sin(angles)], -1)
   elif name == 'grid25':
     n, spacing = _get(config, 'grid_size'), _get(config, 'grid_spacing')
+    _check_count(name, n * n, 'grid_size')
     axis = (np.arange(n) - (n - 1) / 2) * spacing
     modes = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1).reshape(-1, 2)
   else:
