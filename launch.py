@@ -12,7 +12,6 @@ import logging as logging_lib
 import os
 import signal
 import sys
-import threading
 
 from absl import app
 from absl import flags
@@ -221,14 +220,16 @@ def parse_flags(argv):
 
 
 def _fail(message):
+  """The one error line, and exit 2.
+
+  os._exit: after a failed save or restore, orbax's and tensorstore's threads
+  would hold the interpreter's exit up for minutes, or print tracebacks from
+  their callbacks as it shuts down; the error is out, so leave now.
+  """
   print(f'error: {message}', file=sys.stderr, flush=True)
-  if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-         if t is not threading.main_thread()):
-    # A library's thread (orbax's after a failed save) would hold the
-    # interpreter's exit up for minutes; the error is out, so leave now.
-    logging.flush()
-    os._exit(2)  # pylint: disable=protected-access
-  sys.exit(2)
+  logging.flush()
+  sys.stdout.flush()
+  os._exit(2)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':
