@@ -20,9 +20,11 @@ Prints a markdown table and writes every run's numbers to `--out` (JSON).
 Run from the repository root (or anywhere: the root is put on sys.path).
 """
 import argparse
+import importlib
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +38,8 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from gan_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# name -> (configs/default.py argument, {dotted field: value}).
+# name -> (configs/default.py argument, or 'module:argument' of another
+# config in configs/, {dotted field: value}).
 VARIANTS = {
     'non_saturating': ('data=grid25', {}),
     'minimax': ('data=grid25,loss=minimax', {}),
@@ -56,14 +59,20 @@ VARIANTS = {
                                                'conditional.d': 'projection'}),
     'conditional acgan': ('data=grid25', {'num_classes': 25,
                                           'conditional.d': 'acgan'}),
+    # The best recipe measured (configs/mode_coverage.py), on the grid and on
+    # PacGAN's ring (8 modes, radius 1, std 0.01); its own num_steps, 20k.
+    'mode_coverage': ('mode_coverage:data=grid25', {}),
+    'mode_coverage ring_pacgan': ('mode_coverage:data=ring_pacgan', {}),
 }
 
 
 def make_config(variant, seed, num_steps):
-  arg, overrides = VARIANTS[variant]
-  config = default.get_config(arg)
+  spec, overrides = VARIANTS[variant]
+  module, _, arg = spec.rpartition(':') if ':' in spec else ('', '', spec)
+  module = importlib.import_module(f'configs.{module}') if module else default
+  config = module.get_config(arg)
   config.seed = config.data.seed = seed
-  config.num_steps = num_steps
+  config.num_steps = num_steps = num_steps or config.num_steps
   config.eval_every = config.checkpoint.every = num_steps
   config.log_every = min(config.log_every, num_steps)
   config.checkpoint.use_async = False
@@ -84,7 +93,7 @@ def run_one(variant, seed, num_steps, workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     evals = [json.loads(line) for line in f if '"modes"' in line]
   last = evals[-1]
-  return {'variant': variant, 'seed': seed, 'num_steps': num_steps,
+  return {'variant': variant, 'seed': seed, 'num_steps': config.num_steps,
           'modes': int(last['modes']), 'hq': float(last['hq']),
           'kl': float(last['kl']),
           'label_acc': float(last.get('label_acc', 'nan')), 'seconds': seconds}
@@ -111,13 +120,18 @@ def summarise(runs):
     rows.append({'variant': variant, 'seeds': len(mine),
                  'modes': modes[:2], 'hq_percent': hq[:2], 'kl': kl[:2],
                  'kl_n': kl[2], 'label_acc_percent': acc[:2],
+                 # The worst seed on each number.
+                 'worst': (min(r['modes'] for r in mine),
+                           100 * min(r['hq'] for r in mine),
+                           max(r['kl'] for r in mine)),
                  'seconds_per_run': float(np.mean([r['seconds'] for r in mine]))})
   return rows
 
 
 def markdown(rows):
-  lines = ['| variant | modes (of 25) | HQ % | KL | label acc. % | seeds | s/run |',
-           '|---|---|---|---|---|---|---|']
+  lines = ['| variant | modes | HQ % | KL | worst seed: modes / HQ % / KL '
+           '| label acc. % | seeds | s/run |',
+           '|---|---|---|---|---|---|---|---|']
   for r in rows:
     kl = f"{r['kl'][0]:.3f} ± {r['kl'][1]:.3f}"
     if r['kl_n'] < r['seeds']:
@@ -126,9 +140,22 @@ def markdown(rows):
     acc = '' if math.isnan(acc[0]) else f'{acc[0]:.1f} ± {acc[1]:.1f}'
     lines.append(
         f"| {r['variant']} | {r['modes'][0]:.1f} ± {r['modes'][1]:.1f} | "
-        f"{r['hq_percent'][0]:.1f} ± {r['hq_percent'][1]:.1f} | {kl} | {acc} | "
+        f"{r['hq_percent'][0]:.1f} ± {r['hq_percent'][1]:.1f} | {kl} | "
+        f"{r['worst'][0]} / {r['worst'][1]:.1f} / {r['worst'][2]:.3f} | {acc} | "
         f"{r['seeds']} | {r['seconds_per_run']:.0f} |")
   return '\n'.join(lines)
+
+
+def _commit():
+  """The git commit the numbers were made at (+ '-dirty' with local changes)."""
+  try:
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           cwd=ROOT, text=True, capture_output=True).stdout
+    return head + ('-dirty' if dirty.strip() else '')
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
 
 
 def main():
@@ -136,7 +163,8 @@ def main():
   parser.add_argument('--seeds', default='0,1,2',
                       help='comma-separated seeds (config.seed = data.seed)')
   parser.add_argument('--num_steps', type=int, default=4000,
-                      help='GAN steps per run (the default config: 4000)')
+                      help="GAN steps per run (the default config's: 4000; "
+                      "0: each config's own)")
   parser.add_argument('--variants', default=','.join(VARIANTS),
                       help='comma-separated subset of: ' + ', '.join(VARIANTS))
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks',
@@ -171,6 +199,7 @@ def main():
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump({'command': ' '.join(['python'] + sys.argv),
+               'commit': _commit(),
                'num_steps': args.num_steps, 'seeds': seeds,
                'variants': {v: VARIANTS[v] for v in variants},
                'runs': runs, 'summary': rows, 'table': table}, f, indent=2)
