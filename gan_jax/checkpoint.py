@@ -4,8 +4,9 @@ Each checkpoint is a step folder under `WORKDIR/checkpoints/` with four items:
 `state` (the whole GANState as numpy arrays), `data` (the input iterator's
 state), `config` (the resolved config) and `checksums` (a CRC32 of each array
 and of the data and config JSON). Orbax writes into a temporary folder and
-renames it when complete, so a run killed during a save leaves the previous
-checkpoint as the latest one. A restore checks that the saved arrays have the
+renames it when complete (on Cloud Storage, which has no renames, it writes
+in place and marks the step complete with a `commit_success.txt`), so a run
+killed during a save leaves the previous checkpoint as the latest one. A restore checks that the saved arrays have the
 model's shapes and that the restored values match their checksums; a
 checkpoint saved before checksums existed restores with a warning.
 
@@ -33,6 +34,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 
 # How long closing waits for orbax's threads after the last save is done (or
@@ -95,7 +97,8 @@ class Checkpointer:
 
   def __init__(self, workdir, config):
     _check_keep(config)
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    # A local path or a URL (gs://bucket/run): orbax takes either.
+    self.directory = f"{workdir_lib.absolute(workdir)}/checkpoints"
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.checkpoint.keep,
         keep_period=config.checkpoint.keep_every or None,
@@ -167,7 +170,7 @@ class Checkpointer:
     try:
       probe.write_text('ok')
       probe.unlink()
-    except OSError as e:
+    except workdir_lib.storage_errors() as e:
       self._save_failed(step, e)
 
   def save(self, step, state, data_state, config):
