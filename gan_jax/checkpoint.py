@@ -173,12 +173,35 @@ class Checkpointer:
     except workdir_lib.storage_errors() as e:
       self._save_failed(step, e)
 
+  def _clear_unfinished(self, step):
+    """Deletes the folder of an unfinished save of `step` on Cloud Storage.
+
+    There orbax writes in place (no renames) and marks a complete step with
+    `commit_success.txt`; a run killed mid-save leaves the step's folder
+    without it, which orbax does not list but would write into (and fail
+    on the half-written OCDBT manifest) when the relaunch saves that step.
+    """
+    if not workdir_lib.is_remote(self.directory):
+      return
+    folder = epath.Path(self.directory) / str(step)
+    if jax.process_index() == 0:
+      try:
+        if folder.exists() and not (folder / 'commit_success.txt').exists():
+          logging.warning('Deleting %s, an unfinished save of a run that was '
+                          'stopped during it.', folder)
+          folder.rmtree()
+      except workdir_lib.storage_errors() as e:
+        self._save_failed(step, e)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'unfinished save {step} cleared')
+
   def save(self, step, state, data_state, config):
     """Saves `state` (one copy, not replicated) at `step`."""
     state, config = jax.device_get(state), config.to_dict()
     sums = _checksums(state, data_state, config)
     self.wait()  # Surfaces a failed background save as that step's error.
     self._probe(step)
+    self._clear_unfinished(step)
     self._pending = step
     try:
       self.manager.save(step, args=ocp.args.Composite(
