@@ -103,7 +103,10 @@ def _dataset_key(config):
   """What the reference statistics are cached under."""
   name = config.data.name
   if name == 'images':
-    return f'images:{os.path.abspath(os.path.expanduser(config.data.path))}'
+    path = config.data.path
+    if '://' in path:  # gs://bucket/images.npz
+      return f'images:{path}'
+    return f'images:{os.path.abspath(os.path.expanduser(path))}'
   return f'{name}:{config.data.get("image_size") or "native"}'
 
 

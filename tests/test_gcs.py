@@ -262,3 +262,22 @@ def test_lock_on_gcs(bucket):
   assert json.loads(epath.Path(lock).read_text())['pid'] == os.getpid()
   workdir_lib.release(run)
   assert not epath.Path(lock).exists()
+
+
+def test_npz_data_on_gcs(bucket, tiny):
+  import io  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import data  # pylint: disable=g-import-not-at-top
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  images = np.random.RandomState(0).randint(0, 256, (16, 8, 8, 3), np.uint8)
+  buffer = io.BytesIO()
+  np.savez(buffer, images=images)
+  (epath.Path(bucket) / 'images.npz').write_bytes(buffer.getvalue())
+  config = tiny()
+  config.data.name = 'images'
+  config.data.path = f'{bucket}/images.npz'
+  batch = next(data.build(config, 16, 0, 1))
+  assert np.asarray(batch).shape[1:] == (8, 8, 3)
+  config.data.path = f'{bucket}/missing.npz'
+  with pytest.raises(UserError, match='does not exist'):
+    data.build(config, 16, 0, 1)
