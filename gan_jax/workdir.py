@@ -103,7 +103,9 @@ def check_readable(folder):
     epath.Path(folder).exists()
   except storage_errors() as e:
     raise UserError(f'cannot read {str(folder)!r} ({reason(e, folder)}); pass '
-                    'a --workdir you can read') from None
+                    'a --workdir you can read (check the bucket name, and the '
+                    'credentials: gcloud auth application-default login, or '
+                    'a service account with access to the bucket)') from None
 
 
 def process_start(pid):

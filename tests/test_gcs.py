@@ -129,13 +129,39 @@ def _patch_emulator():
       pass
 
   srv.Response.close = close
+
+  # Test-only: the bucket 'denied' answers 401 as real GCS does to a caller
+  # without credentials.
+  orig_handle = srv.Router.handle
+
+  def handle(self, method):
+    h = self._request_handler  # pylint: disable=protected-access
+    path = h.path.split('?')[0] + '/'
+    if '/b/denied/' in path or path.startswith('/denied/'):
+      msg = ('Anonymous caller does not have storage.objects.list access to '
+             'the Google Cloud Storage bucket.')
+      body = json.dumps({'error': {'code': 401, 'message': msg, 'errors': [
+          {'message': msg, 'reason': 'required'}]}}).encode()
+      n = int(h.headers.get('Content-Length') or 0)
+      if n:
+        h.rfile.read(n)
+      h.send_response(401)
+      h.send_header('Content-Type', 'application/json')
+      h.send_header('Content-Length', str(len(body)))
+      h.end_headers()
+      h.wfile.write(body)
+      return None
+    return orig_handle(self, method)
+
+  srv.Router.handle = handle
   srv._gan_jax_patched = True  # pylint: disable=protected-access
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def gcs_emulator():
-  """The emulator, started once (tensorstore reads its endpoint once per
-  process), with every client of this process and of launch.py subprocesses
+  """The emulator, started once for this module (tensorstore reads its
+  endpoint once per process; no other module uses it, and its server thread
+  must be gone before tests that check for leftover threads), with every client of this process and of launch.py subprocesses
   (they inherit the environment) pointed at it. Yields its URL."""
   from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
   _patch_emulator()
@@ -234,12 +260,13 @@ def test_sigkill_relaunch_and_eval_on_gcs(gcs_emulator, bucket):
   assert saved['step'] == 60
 
 
-def test_missing_bucket_is_one_error_line(gcs_emulator):
-  result = run_launch(BASE + ['--workdir=gs://no-such-bucket-x/run'])
+@pytest.mark.parametrize('bucket_name', ['no-such-bucket-x', 'denied'])
+def test_bad_bucket_is_one_error_line(gcs_emulator, bucket_name):
+  result = run_launch(BASE + [f'--workdir=gs://{bucket_name}/run'])
   assert result.returncode == 2
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1, result.stderr[-3000:]
-  assert 'gs://no-such-bucket-x/run' in errors[0]
+  assert f'gs://{bucket_name}/run' in errors[0]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
 
 
