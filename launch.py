@@ -136,8 +136,10 @@ def _main(argv):
   from gan_jax import backend  # pylint: disable=g-import-not-at-top
   backend.check()  # 'backend gpu: 8 x NVIDIA H100 ...', or a GPU left unused.
   from gan_jax import train  # pylint: disable=g-import-not-at-top
-  workdir = os.path.expanduser(
-      _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename))
+  workdir = (_WORKDIR.value
+             or default_workdir(flags.FLAGS['config'].config_filename))
+  if '://' not in workdir:  # gs://bucket/run is a URL, not a local path.
+    workdir = os.path.expanduser(workdir)
   logging.info('workdir: %s', workdir)
   try:
     config = _CONFIG.value
@@ -146,6 +148,12 @@ def _main(argv):
     _fail(f'cannot load the config: {" ".join(str(e).split())[:300]}')
   try:
     distributed.check_same_config(config.to_dict(), workdir)
+    from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    if workdir_lib.is_remote(workdir):  # A bad bucket or credentials: now.
+      # gcsfs logs each HTTP error it raises (401, 403) with a traceback; the
+      # error, if not handled, is reported anyway (here in one line).
+      logging_lib.getLogger('gcsfs').setLevel(logging_lib.CRITICAL)
+      workdir_lib.check_readable(workdir)
     if _MODE.value == 'eval':
       train.evaluate_checkpoint(config, workdir, _eval_steps(_EVAL_STEPS.value))
     else:

@@ -4,8 +4,9 @@ Each checkpoint is a step folder under `WORKDIR/checkpoints/` with four items:
 `state` (the whole GANState as numpy arrays), `data` (the input iterator's
 state), `config` (the resolved config) and `checksums` (a CRC32 of each array
 and of the data and config JSON). Orbax writes into a temporary folder and
-renames it when complete, so a run killed during a save leaves the previous
-checkpoint as the latest one. A restore checks that the saved arrays have the
+renames it when complete (on Cloud Storage, which has no renames, it writes
+in place and marks the step complete with a `commit_success.txt`), so a run
+killed during a save leaves the previous checkpoint as the latest one. A restore checks that the saved arrays have the
 model's shapes and that the restored values match their checksums; a
 checkpoint saved before checksums existed restores with a warning.
 
@@ -33,6 +34,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 
 # How long closing waits for orbax's threads after the last save is done (or
@@ -95,7 +97,8 @@ class Checkpointer:
 
   def __init__(self, workdir, config):
     _check_keep(config)
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    # A local path or a URL (gs://bucket/run): orbax takes either.
+    self.directory = f"{workdir_lib.absolute(workdir)}/checkpoints"
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.checkpoint.keep,
         keep_period=config.checkpoint.keep_every or None,
@@ -167,8 +170,30 @@ class Checkpointer:
     try:
       probe.write_text('ok')
       probe.unlink()
-    except OSError as e:
+    except workdir_lib.storage_errors() as e:
       self._save_failed(step, e)
+
+  def _clear_unfinished(self, step):
+    """Deletes the folder of an unfinished save of `step` on Cloud Storage.
+
+    There orbax writes in place (no renames) and marks a complete step with
+    `commit_success.txt`; a run killed mid-save leaves the step's folder
+    without it, which orbax does not list but would write into (and fail
+    on the half-written OCDBT manifest) when the relaunch saves that step.
+    """
+    if not workdir_lib.is_remote(self.directory):
+      return
+    folder = epath.Path(self.directory) / str(step)
+    if jax.process_index() == 0:
+      try:
+        if folder.exists() and not (folder / 'commit_success.txt').exists():
+          logging.warning('Deleting %s, an unfinished save of a run that was '
+                          'stopped during it.', folder)
+          folder.rmtree()
+      except workdir_lib.storage_errors() as e:
+        self._save_failed(step, e)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'unfinished save {step} cleared')
 
   def save(self, step, state, data_state, config):
     """Saves `state` (one copy, not replicated) at `step`."""
@@ -176,6 +201,7 @@ class Checkpointer:
     sums = _checksums(state, data_state, config)
     self.wait()  # Surfaces a failed background save as that step's error.
     self._probe(step)
+    self._clear_unfinished(step)
     self._pending = step
     try:
       self.manager.save(step, args=ocp.args.Composite(

@@ -281,18 +281,19 @@ def check_shared_workdir(workdir, wait_s=5):
     return
   token = np.asarray(multihost_utils.broadcast_one_to_all(
       np.frombuffer(os.urandom(8), np.uint32)))
-  probe = os.path.join(workdir, f'.shared_test_{token.tobytes().hex()}')
+  # epath: a local (mounted) folder or a gs:// URL, which every host sees.
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  probe = epath.Path(workdir) / f'.shared_test_{token.tobytes().hex()}'
   if jax.process_index() == 0:
-    with open(probe, 'w') as f:
-      f.write('ok')
+    probe.write_text('ok')
   multihost_utils.sync_global_devices('gan_jax: shared workdir probe written')
   deadline = time.time() + wait_s
-  while not os.path.exists(probe) and time.time() < deadline:
+  while not probe.exists() and time.time() < deadline:
     time.sleep(0.5)
   seen = np.asarray(multihost_utils.process_allgather(
-      np.array([os.path.exists(probe)], np.int32))).reshape(-1)
+      np.array([probe.exists()], np.int32))).reshape(-1)
   if jax.process_index() == 0:
-    os.remove(probe)
+    probe.unlink()
   blind = [i for i, s in enumerate(seen) if not s]
   if blind:
     processes = 'processes' if len(blind) > 1 else 'process'
@@ -300,4 +301,4 @@ def check_shared_workdir(workdir, wait_s=5):
         f'--workdir {workdir!r} is not shared: {processes} '
         f'{", ".join(map(str, blind))} cannot see the files process 0 writes '
         'there. On several hosts the workdir must be one directory every host '
-        'mounts at the same path (NFS, Filestore, ...)')
+        'mounts at the same path (NFS, Filestore, ...), or a gs:// bucket')

@@ -5,6 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from gan_jax import data
 from gan_jax import plots
@@ -102,7 +103,10 @@ def _dataset_key(config):
   """What the reference statistics are cached under."""
   name = config.data.name
   if name == 'images':
-    return f'images:{os.path.abspath(os.path.expanduser(config.data.path))}'
+    path = config.data.path
+    if '://' in path:  # gs://bucket/images.npz
+      return f'images:{path}'
+    return f'images:{os.path.abspath(os.path.expanduser(path))}'
   return f'{name}:{config.data.get("image_size") or "native"}'
 
 
@@ -118,9 +122,9 @@ def generator(config, state):
 def _save_picture(image, step, workdir, writer, tag=''):
   """samples/step_XXXXXXX{tag}.png in the workdir (process 0) and TensorBoard."""
   if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
-    plots.save_png(image, os.path.join(workdir, 'samples',
-                                       f'step_{step:07d}{tag}.png'))
+    samples = epath.Path(workdir) / 'samples'
+    samples.mkdir(parents=True, exist_ok=True)
+    plots.save_png(image, samples / f'step_{step:07d}{tag}.png')
   writer.write_image(step, f'samples{tag}', image)
 
 

@@ -1,5 +1,6 @@
 """Pictures of what the generator makes: 2D scatter plots (and image grids)."""
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw
 
 
@@ -21,7 +22,9 @@ def scatter(real, fake, size=512, margin=0.1):
 
 
 def save_png(image, path):
-  Image.fromarray(np.asarray(image)).save(path)
+  """Writes `image` as a PNG to `path`, a local path or a URL (gs://...)."""
+  with epath.Path(path).open('wb') as f:
+    Image.fromarray(np.asarray(image)).save(f, format='PNG')
 
 
 def image_grid(images, rows, pad=2, cols=None):

@@ -14,8 +14,11 @@ removes it. A lock that is already there is
     cannot be told from here, so the user deletes the file once that run is
     known to be dead (e.g. its machine was preempted).
 
-The lock uses POSIX files (os.open, os.rename, /proc); everything else here
-goes through `etils.epath`. On several hosts (which share the workdir)
+The lock uses POSIX files (os.open, os.rename, /proc) for a local workdir;
+on Cloud Storage (`gs://bucket/run`) it is an exclusive create of the object
+(gcsfs `open(path, 'xb')`, a precondition the bucket checks atomically).
+Everything else here goes through `etils.epath`, which reads and writes
+local and `gs://` paths alike. On several hosts (which share the workdir)
 process 0 takes the lock and the others follow its outcome.
 """
 import datetime
@@ -37,6 +40,44 @@ LOCK = 'run.lock'
 _HELD = {}  # Lock path -> the text this process wrote there.
 
 
+def is_remote(path):
+  """Whether `path` is a URL (gs://bucket/run) rather than a local path."""
+  return '://' in str(path)
+
+
+def absolute(path):
+  """`path` made absolute if local; a URL as it is (without a trailing /)."""
+  path = str(path)
+  return path.rstrip('/') if is_remote(path) else os.path.abspath(path)
+
+
+def storage_errors():
+  """The exceptions a filesystem or Cloud Storage call raises for a path that
+  cannot be used: OSError (FileNotFoundError for a missing bucket), and the
+  HTTP, API and credential errors of gcsfs and the Google client libraries."""
+  errors = [OSError, ValueError]
+  for module, name in (('gcsfs.retry', 'HttpError'),
+                       ('google.api_core.exceptions', 'GoogleAPIError'),
+                       ('google.auth.exceptions', 'GoogleAuthError')):
+    try:
+      errors.append(getattr(__import__(module, fromlist=[name]), name))
+    except (ImportError, AttributeError):
+      pass
+  return tuple(errors)
+
+
+def reason(e, path=''):
+  """A short reason for a storage error `e` on `path`, for a UserError."""
+  if isinstance(e, FileExistsError):
+    return 'a file of that name is in the way'
+  if is_remote(path) and isinstance(e, FileNotFoundError):
+    return 'no such bucket, or no access to it'
+  if isinstance(e, OSError) and e.strerror:
+    return e.strerror
+  text = (str(e).strip().splitlines() or [''])[0][:200]
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
 def check_writable(folder):
   """Fails early, before anything is written, unless `folder` (the workdir or
   its checkpoints folder) can be created and written to."""
@@ -47,12 +88,24 @@ def check_writable(folder):
     folder.mkdir(parents=True, exist_ok=True)
     probe.write_text('ok')
     probe.unlink()
-  except OSError as e:
-    reason = ('a file of that name is in the way'
-              if isinstance(e, FileExistsError) else e.strerror or str(e))
-    raise UserError(f'{str(folder)!r} is not writable ({reason}); pass a '
-                    '--workdir you can write to, or move away what is in the '
-                    'way') from None
+  except storage_errors() as e:
+    more = (' (gcloud auth application-default login, or a service account '
+            'with write access to the bucket)' if is_remote(folder) else '')
+    raise UserError(f'{str(folder)!r} is not writable ({reason(e, folder)}); '
+                    f'pass a --workdir you can write to{more}, or move away '
+                    'what is in the way') from None
+
+
+def check_readable(folder):
+  """Raises one UserError line unless `folder` (a `gs://` workdir to evaluate)
+  can be listed: a missing bucket or credentials fail here, not mid-run."""
+  try:
+    epath.Path(folder).exists()
+  except storage_errors() as e:
+    raise UserError(f'cannot read {str(folder)!r} ({reason(e, folder)}); pass '
+                    'a --workdir you can read (check the bucket name, and the '
+                    'credentials: gcloud auth application-default login, or '
+                    'a service account with access to the bucket)') from None
 
 
 def process_start(pid):
@@ -91,8 +144,7 @@ def _read(path):
   """(holder dict, text) of the lock file; (None, None) once it is gone."""
   for _ in range(20):  # Its writer may be between creating and writing it.
     try:
-      with open(path) as f:
-        text = f.read()
+      text = epath.Path(path).read_text()
     except FileNotFoundError:
       return None, None
     try:
@@ -109,6 +161,8 @@ def _read(path):
 
 def _take_over(path, text):
   """Removes the lock file if it still holds `text`; False if it changed."""
+  if is_remote(path):
+    return _take_over_remote(path, text)
   aside = f'{path}.{uuid.uuid4().hex}'
   try:
     os.rename(path, aside)  # Atomic: of two processes, one moves it.
@@ -120,6 +174,26 @@ def _take_over(path, text):
     os.rename(aside, path)  # (unless a third has: a race too rare to handle).
     return False
   os.remove(aside)
+  return True
+
+
+def _gcs(path):
+  import fsspec  # pylint: disable=g-import-not-at-top
+  return fsspec.core.url_to_fs(path)[0]
+
+
+def _take_over_remote(path, text):
+  """Deletes the lock object if it still holds `text` (between the read and
+  the delete another run could take it over: a race too rare to handle)."""
+  fs = _gcs(path)
+  fs.invalidate_cache(path)
+  try:
+    if fs.cat_file(path).decode('utf-8', 'replace') != text:
+      return False
+    fs.rm_file(path)
+  except FileNotFoundError:
+    return True
+  fs.invalidate_cache(path)
   return True
 
 
@@ -143,8 +217,23 @@ def _refuse_or_take_over(path, holder, text):
                     'it (%s).', path, who)
 
 
+def _create(path, text):
+  """Creates the lock file with `text`; FileExistsError if it is there."""
+  if is_remote(path):
+    fs = _gcs(path)
+    fs.invalidate_cache(path)
+    with fs.open(path, 'xb') as f:  # ifGenerationMatch=0: atomic.
+      f.write(text.encode())
+    return
+  fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  with os.fdopen(fd, 'w') as f:
+    f.write(text)
+
+
 def _acquire(workdir):
-  path = os.path.join(os.path.abspath(workdir), LOCK)
+  path = f'{absolute(workdir)}/{LOCK}'
+  if not is_remote(path):
+    path = os.path.join(absolute(workdir), LOCK)
   pid = os.getpid()
   text = json.dumps({
       'host': socket.gethostname(), 'pid': pid,
@@ -152,17 +241,15 @@ def _acquire(workdir):
       'started': process_start(pid), 'pid_namespace': _pid_namespace()})
   for _ in range(5):
     try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      _create(path, text)
     except FileExistsError:
       holder, held = _read(path)
       if holder is not None:
         _refuse_or_take_over(path, holder, held)
       continue
-    except OSError as e:
-      raise UserError(f'cannot create the lock {path} ({e.strerror}); pass a '
-                      '--workdir you can write to') from None
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    except storage_errors() as e:
+      raise UserError(f'cannot create the lock {path} ({reason(e, path)}); '
+                      'pass a --workdir you can write to') from None
     _HELD[path] = text
     return
   raise UserError(f'cannot take the lock {path}: other runs keep starting in '
@@ -193,9 +280,16 @@ def lock(workdir):
 
 def release(workdir):
   """Removes the lock this process holds on `workdir`, if it is still ours."""
-  path = os.path.join(os.path.abspath(workdir), LOCK)
+  path = (f'{absolute(workdir)}/{LOCK}' if is_remote(workdir)
+          else os.path.join(absolute(workdir), LOCK))
   text = _HELD.pop(path, None)
   if text is None:
+    return
+  if is_remote(path):
+    try:
+      _take_over_remote(path, text)
+    except storage_errors() as e:
+      logging.warning('Could not remove the lock %s (%s).', path, reason(e))
     return
   try:
     with open(path) as f:

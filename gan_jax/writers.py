@@ -4,7 +4,14 @@ Only process 0 writes; on other hosts the writer does nothing. TensorBoard
 events come from tensorboardX, which needs no TensorFlow. `metrics.jsonl` is
 the run's history: on resume `trim_history` cuts it back to the restored step,
 so that it reads as one run.
+
+The workdir may be a `gs://` URL. Cloud Storage objects cannot be appended
+to: there `metrics.jsonl` is kept in memory and the object rewritten at each
+`write_scalars`, and TensorBoard's event files are written through
+`etils.epath` (tensorboardX's own Cloud Storage writer needs
+google-cloud-storage and hangs at exit retrying an upload).
 """
+import io
 import json
 import os
 import sys
@@ -14,6 +21,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 
 HISTORY = 'metrics.jsonl'
@@ -26,9 +34,12 @@ def check_history(workdir):
   if jax.process_index() != 0 or not path.exists():
     return
   try:
-    with path.open('r'), path.open('a'):
-      pass
-  except OSError as e:
+    if workdir_lib.is_remote(path):  # No appends: it is read and rewritten.
+      path.read_bytes()
+    else:
+      with path.open('r'), path.open('a'):
+        pass
+  except workdir_lib.storage_errors() as e:
     raise UserError(f'{path} cannot be read and appended to '
                     f'({e.strerror or e}); the run keeps its metrics there: '
                     'move it away or fix its permissions, then launch again'
@@ -71,6 +82,40 @@ def trim_history(workdir, step):
                len(lines) - len(kept) - steps.count(None), steps.count(None))
 
 
+class _RewrittenFile:
+  """A file open for appending where there are no appends (Cloud Storage):
+  its content is kept in memory and the whole object rewritten on flush."""
+
+  def __init__(self, path):
+    self._path = epath.Path(path)
+    self._buffer = io.BytesIO()
+    if self._path.exists():
+      self._buffer.write(self._path.read_bytes())
+    self._dirty = False
+
+  def write(self, data):
+    self._buffer.write(data.encode() if isinstance(data, str) else data)
+    self._dirty = True
+
+  def flush(self):
+    if self._dirty:
+      self._path.write_bytes(self._buffer.getvalue())
+      self._dirty = False
+
+  def close(self):
+    self.flush()
+
+
+class _RecordWriterFactory:
+  """tensorboardX's record writers for gs:// logdirs, through epath."""
+
+  def open(self, path):
+    return _RewrittenFile(path)
+
+  def directory_check(self, path):
+    del path  # Cloud Storage has no folders to create.
+
+
 def _summary_writer_class():
   """tensorboardX's SummaryWriter, imported without PyTorch.
 
@@ -87,6 +132,8 @@ def _summary_writer_class():
   finally:
     if block and sys.modules.get('torch', 0) is None:
       del sys.modules['torch']
+  from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+  record_writer.register_writer_factory('gs', _RecordWriterFactory())
   return tensorboardX.SummaryWriter
 
 
@@ -98,8 +145,13 @@ class MetricWriter:
     if not self.active:
       return
     SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
-    self._jsonl = open(os.path.join(workdir, HISTORY), 'a')
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    workdir = workdir_lib.absolute(workdir)
+    if workdir_lib.is_remote(workdir):
+      self._jsonl = _RewrittenFile(f'{workdir}/{HISTORY}')
+      self._tb = SummaryWriter(f'{workdir}/tensorboard')
+    else:
+      self._jsonl = open(os.path.join(workdir, HISTORY), 'a')
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write_scalars(self, step, scalars):
     if not self.active:

@@ -38,12 +38,14 @@ Fields read from `config.data` (None or absent: the default):
 """
 import concurrent.futures
 import functools
+import io
 import math
 import os
 import zipfile
 
 import numpy as np
 from absl import logging
+from etils import epath
 from PIL import Image
 
 from gan_jax.data import pipeline
@@ -175,7 +177,10 @@ def _folder(path, size, channels, num_classes):
 def _read_npz(path, labels):
   """The `images` array of `path` (and its `labels` array if `labels`)."""
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    # A gs:// URL is read whole (it is loaded whole anyway) through epath.
+    source = (io.BytesIO(epath.Path(path).read_bytes()) if '://' in path
+              else path)
+    with np.load(source, allow_pickle=False) as npz:
       if 'images' not in npz.files:
         raise UserError(
             f"{path} has no array named 'images' (it has: "
@@ -281,8 +286,22 @@ def build(config, host_batch_size, process_index, process_count):
   if not path:
     raise UserError('data.path is not set; pass --config.data.path=P with P a '
                     'folder of .png/.jpg images or an .npz with an images array')
-  path = os.path.expanduser(path)
-  if not os.path.exists(path):
+  remote = '://' in path  # gs://bucket/images.npz
+  if remote:
+    from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    try:
+      exists = epath.Path(path).exists()
+    except workdir_lib.storage_errors() as e:
+      raise UserError(f'cannot read data.path {path} '
+                      f'({workdir_lib.reason(e, path)})') from None
+  else:
+    path = os.path.expanduser(path)
+    exists = os.path.exists(path)
+  if remote and exists and not path.lower().endswith('.npz'):
+    raise UserError(f'data.path {path}: on gs:// only an .npz is read (a '
+                    'folder of images is not yet); pack the images into an '
+                    '.npz with an images array, or copy them to local disk')
+  if not exists:
     raise UserError(f'data.path {path} does not exist; pass '
                     '--config.data.path=P with P a folder of .png/.jpg images '
                     'or an .npz with an images array')
@@ -295,7 +314,7 @@ def build(config, host_batch_size, process_index, process_count):
     raise UserError(f'data.image_size must be a positive integer, got {size!r}; '
                     'pass --config.data.image_size=N')
   num_classes = pipeline.num_classes(config)
-  if os.path.isdir(path):
+  if not remote and os.path.isdir(path):
     source, shape = _folder(path, size, channels, num_classes)
   elif path.lower().endswith('.npz'):
     source, shape = _npz(path, size, channels, num_classes)

@@ -1,0 +1,310 @@
+"""`--workdir gs://bucket/run` end to end, against a local Cloud Storage
+emulator (gcp-storage-emulator, run in this process): a run killed with
+SIGKILL and launched again ends bitwise where an uninterrupted one does,
+--mode=eval reads from the bucket, and a missing bucket is one error line.
+
+Versions verified: gcp-storage-emulator 2026.7.19, gcsfs 2026.10.1,
+etils 1.15.0, tensorstore 0.1.86, orbax-checkpoint 0.12.8, tensorboardX 2.6.5.
+"""
+import json
+import logging
+import os
+import signal
+import socket
+import urllib.parse
+import urllib.request
+import uuid
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+# Read by gcsfs at import: without it gcsfs uses ExtendedGcsFileSystem, which
+# asks the storage-control gRPC API (which the emulator lacks) about each
+# bucket: a 60 s timeout per call. And epath must not pick tf.io.gfile.
+os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
+os.environ.setdefault('EPATH_USE_TF', 'false')
+
+from tests.conftest import importorskip_extra  # pylint: disable=g-import-not-at-top
+from tests.conftest import run_launch  # pylint: disable=g-import-not-at-top
+from tests.test_fault_tolerance import BASE  # pylint: disable=g-import-not-at-top
+from tests.test_fault_tolerance import SLOW  # pylint: disable=g-import-not-at-top
+from tests.test_fault_tolerance import start_launch  # pylint: disable=g-import-not-at-top
+from tests.test_fault_tolerance import wait_for  # pylint: disable=g-import-not-at-top
+
+pytestmark = pytest.mark.extras
+
+importorskip_extra('gcsfs', 'gcsfs')
+importorskip_extra('gcp_storage_emulator', 'gcp-storage-emulator')
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _patch_emulator():
+  """Three gaps of gcp-storage-emulator 2026.7.19 that the clients hit (only
+  the server, in this process, needs them):
+  - no x-goog-generation header on downloads: tensorstore's read-modify-write
+    of an OCDBT manifest fails now and then with 'Malformed StorageGeneration';
+  - no objects.moveTo route: gcsfs tries it on every rename, gets 501,
+    retries ~34 s, then copies;
+  - ifGenerationMatch ignored on uploads: the lock's exclusive create would
+    silently overwrite."""
+  from http import HTTPStatus  # pylint: disable=g-import-not-at-top
+  from gcp_storage_emulator import server as srv  # pylint: disable=g-import-not-at-top
+  from gcp_storage_emulator.exceptions import NotFound  # pylint: disable=g-import-not-at-top
+  from gcp_storage_emulator.handlers import objects  # pylint: disable=g-import-not-at-top
+
+  if getattr(srv, '_gan_jax_patched', False):
+    return
+
+  def move(request, response, storage, *args, **kwargs):
+    del args, kwargs
+    b, src, dst = (request.params[k]
+                   for k in ('bucket_name', 'object_id', 'dest_object_id'))
+    try:
+      obj = objects._copy(request.base_url, storage, b, src, b, dst)  # pylint: disable=protected-access
+    except NotFound:
+      response.status = HTTPStatus.NOT_FOUND
+      return
+    objects._delete(storage, b, src)  # pylint: disable=protected-access
+    response.json(obj)
+
+  orig_insert = objects.insert
+
+  def insert(request, response, storage, *args, **kwargs):
+    want = request.query.get('ifGenerationMatch')
+    if want and 'upload_id' not in request.query:
+      name = (request.query.get('name') or [None])[0]
+      if name is None and isinstance(request.data, dict):
+        name = ((request.data.get('meta') or {}).get('name')
+                or request.data.get('name'))
+      try:
+        current = storage.get_file_obj(request.params['bucket_name'],
+                                       name)['generation']
+      except NotFound:
+        current = '0'
+      if str(current) != want[0]:
+        response.status = HTTPStatus.PRECONDITION_FAILED
+        msg = 'At least one of the pre-conditions you specified did not hold.'
+        response.json({'error': {'code': 412, 'message': msg, 'errors': [
+            {'reason': 'conditionNotMet', 'message': msg}]}})
+        return
+    return orig_insert(request, response, storage, *args, **kwargs)
+
+  orig_download = objects.download
+
+  def download(request, response, storage, *args, **kwargs):
+    orig_download(request, response, storage, *args, **kwargs)
+    try:
+      obj = storage.get_file_obj(request.params['bucket_name'],
+                                 request.params['object_id'])
+    except NotFound:
+      return
+    response['x-goog-generation'] = str(obj['generation'])
+    response['x-goog-metageneration'] = str(obj.get('metageneration', '1'))
+
+  objects.download = download  # objects.get calls it for alt=media.
+  replace = {orig_insert: insert, orig_download: download}
+
+  move_route = (r'^/storage/v1/b/(?P<bucket_name>[-.\w]+)/o/'
+                r'(?P<object_id>.*[^/]+)/moveTo/o/(?P<dest_object_id>.*[^/]+)$',
+                {'POST': move})
+  srv.HANDLERS = (move_route,) + tuple(
+      (rx, {m: replace.get(h, h) for m, h in hs.items()})
+      for rx, hs in srv.HANDLERS)
+
+  # gcsfs races a GET against a list for exists() and drops the loser:
+  # silence the emulator's BrokenPipeError traceback for each.
+  orig_close = srv.Response.close
+
+  def close(self):
+    try:
+      orig_close(self)
+    except (BrokenPipeError, ConnectionResetError):
+      pass
+
+  srv.Response.close = close
+
+  # Test-only: the bucket 'denied' answers 401 as real GCS does to a caller
+  # without credentials.
+  orig_handle = srv.Router.handle
+
+  def handle(self, method):
+    h = self._request_handler  # pylint: disable=protected-access
+    path = h.path.split('?')[0] + '/'
+    if '/b/denied/' in path or path.startswith('/denied/'):
+      msg = ('Anonymous caller does not have storage.objects.list access to '
+             'the Google Cloud Storage bucket.')
+      body = json.dumps({'error': {'code': 401, 'message': msg, 'errors': [
+          {'message': msg, 'reason': 'required'}]}}).encode()
+      n = int(h.headers.get('Content-Length') or 0)
+      if n:
+        h.rfile.read(n)
+      h.send_response(401)
+      h.send_header('Content-Type', 'application/json')
+      h.send_header('Content-Length', str(len(body)))
+      h.end_headers()
+      h.wfile.write(body)
+      return None
+    return orig_handle(self, method)
+
+  srv.Router.handle = handle
+  srv._gan_jax_patched = True  # pylint: disable=protected-access
+
+
+@pytest.fixture(scope='module')
+def gcs_emulator():
+  """The emulator, started once for this module (tensorstore reads its
+  endpoint once per process; no other module uses it, and its server thread
+  must be gone before tests that check for leftover threads), with every client of this process and of launch.py subprocesses
+  (they inherit the environment) pointed at it. Yields its URL."""
+  from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
+  _patch_emulator()
+  logging.getLogger('gcp_storage_emulator').setLevel(logging.CRITICAL)
+  port = _free_port()
+  server = create_server('127.0.0.1', port, in_memory=True)
+  server.start()
+  url = f'http://127.0.0.1:{port}'
+  mp = pytest.MonkeyPatch()
+  for k, v in {'STORAGE_EMULATOR_HOST': url,     # gcsfs
+               'TENSORSTORE_GCS_HTTP_URL': url,  # orbax's arrays
+               'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'x',  # tensorstore: no ADC
+               'FSSPEC_GCS_TOKEN': 'anon'}.items():   # gcsfs: no credentials
+    mp.setenv(k, v)
+  import fsspec.config  # pylint: disable=g-import-not-at-top
+  mp.setitem(fsspec.config.conf, 'gcs',
+             {**fsspec.config.conf.get('gcs', {}), 'token': 'anon'})
+  try:
+    yield url
+  finally:
+    mp.undo()
+    server.stop()
+
+
+@pytest.fixture
+def bucket(gcs_emulator):
+  """A new empty bucket: 'gs://<name>'."""
+  name = f'test-{uuid.uuid4().hex[:12]}'
+  urllib.request.urlopen(urllib.request.Request(
+      f'{gcs_emulator}/storage/v1/b?project=test', method='POST',
+      data=json.dumps({'name': name}).encode(),
+      headers={'Content-Type': 'application/json'})).read()
+  return f'gs://{name}'
+
+
+def _objects(url, gs_prefix):
+  """Names of the objects under gs_prefix, asked of the server (no cache)."""
+  name, _, prefix = gs_prefix[len('gs://'):].partition('/')
+  query = urllib.parse.urlencode({'prefix': prefix})
+  with urllib.request.urlopen(f'{url}/storage/v1/b/{name}/o?{query}') as r:
+    return [o['name'] for o in json.load(r).get('items', [])]
+
+
+def final_state(workdir):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from gan_jax import data  # pylint: disable=g-import-not-at-top
+  from gan_jax import models  # pylint: disable=g-import-not-at-top
+  from gan_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(
+      json.loads((epath.Path(workdir) / 'config.json').read_text()))
+  it = data.build(config, config.batch_size)
+  template = state_lib.create(config, *models.build(config, it.example_shape),
+                              it.example_shape)
+  ckpt = checkpoint.Checkpointer(workdir, config)
+  state, data_state = ckpt.restore(ckpt.latest_step(), template)
+  ckpt.close()
+  return state, data_state
+
+
+def test_sigkill_relaunch_and_eval_on_gcs(gcs_emulator, bucket):
+  straight, killed = f'{bucket}/straight', f'{bucket}/killed'
+  args = BASE + SLOW
+  result = run_launch(args + [f'--workdir={straight}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  proc = start_launch(args + [f'--workdir={killed}'])
+  wait_for(lambda: f'{killed[len(bucket) + 1:]}/checkpoints/10/'
+           'commit_success.txt' in _objects(gcs_emulator, killed), proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  # The lock of the killed run is left behind: the relaunch on this host
+  # takes it over.
+  result = run_launch(args + [f'--workdir={killed}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resumed from the checkpoint' in result.stderr
+
+  (sa, da), (sb, db) = final_state(straight), final_state(killed)
+  assert da == db and int(sa.step) == int(sb.step) == 60
+  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+  names = _objects(gcs_emulator, killed)
+  run = killed[len(bucket) + 1:]
+  assert f'{run}/run.lock' not in names  # Released at the end.
+  assert f'{run}/samples/step_0000060.png' in names
+  assert any(n.startswith(f'{run}/tensorboard/events.') for n in names)
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  steps = [json.loads(l)['step'] for l in
+           (epath.Path(killed) / 'metrics.jsonl').read_text().splitlines()]
+  assert steps == sorted(steps) and steps[-1] == 60  # Cut back on resume.
+
+  result = run_launch(args + [f'--workdir={straight}', '--mode=eval'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  saved = json.loads((epath.Path(straight) / 'eval_step_60.json').read_text())
+  assert saved['step'] == 60
+
+
+@pytest.mark.parametrize('bucket_name', ['no-such-bucket-x', 'denied'])
+def test_bad_bucket_is_one_error_line(gcs_emulator, bucket_name):
+  result = run_launch(BASE + [f'--workdir=gs://{bucket_name}/run'])
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  assert f'gs://{bucket_name}/run' in errors[0]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+
+
+def test_lock_on_gcs(bucket):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  run = f'{bucket}/run'
+  lock = f'{run}/{workdir_lib.LOCK}'
+  workdir_lib._create(lock, 'first')  # pylint: disable=protected-access
+  with pytest.raises(FileExistsError):  # Exclusive, as O_EXCL locally.
+    workdir_lib._create(lock, 'second')  # pylint: disable=protected-access
+  assert epath.Path(lock).read_text() == 'first'
+  epath.Path(lock).write_text(json.dumps(
+      {'host': 'elsewhere', 'pid': 1, 'since': 'then'}))
+  with pytest.raises(UserError, match='another host'):
+    workdir_lib.lock(run)
+  epath.Path(lock).unlink()
+  workdir_lib.lock(run)
+  assert json.loads(epath.Path(lock).read_text())['pid'] == os.getpid()
+  workdir_lib.release(run)
+  assert not epath.Path(lock).exists()
+
+
+def test_npz_data_on_gcs(bucket, tiny):
+  import io  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import data  # pylint: disable=g-import-not-at-top
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  images = np.random.RandomState(0).randint(0, 256, (16, 8, 8, 3), np.uint8)
+  buffer = io.BytesIO()
+  np.savez(buffer, images=images)
+  (epath.Path(bucket) / 'images.npz').write_bytes(buffer.getvalue())
+  config = tiny()
+  config.data.name = 'images'
+  config.data.path = f'{bucket}/images.npz'
+  batch = next(data.build(config, 16, 0, 1))
+  assert np.asarray(batch).shape[1:] == (8, 8, 3)
+  config.data.path = f'{bucket}/missing.npz'
+  with pytest.raises(UserError, match='does not exist'):
+    data.build(config, 16, 0, 1)
