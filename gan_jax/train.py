@@ -173,6 +173,17 @@ def _write_config(config, workdir):
                     'in its place, or use another --workdir') from None
 
 
+def _data_and_state(config):
+  """This host's data iterator and the initial state for its example shape
+  (the template a checkpoint is restored into)."""
+  data_iter = data.build(config, config.batch_size // jax.process_count(),
+                         jax.process_index(), jax.process_count())
+  shape = data_iter.example_shape
+  evaluate.check_image_shape(config, shape)
+  generator, discriminator = models.build(config, shape)
+  return data_iter, state_lib.create(config, generator, discriminator, shape)
+
+
 def _start(config, workdir):
   """Checks the config, locks the workdir, builds the data, models and state
   and restores the latest checkpoint: (data iterator, state, checkpointer).
@@ -194,12 +205,7 @@ def _start(config, workdir):
                  'device', jax.device_count(), jax.local_device_count(),
                  jax.process_index(), jax.process_count(),
                  config.batch_size // jax.device_count())
-    data_iter = data.build(config, config.batch_size // jax.process_count(),
-                           jax.process_index(), jax.process_count())
-    evaluate.check_image_shape(config, data_iter.example_shape)
-    generator, discriminator = models.build(config, data_iter.example_shape)
-    state = state_lib.create(config, generator, discriminator,
-                             data_iter.example_shape)
+    data_iter, state = _data_and_state(config)
     workdir_lib.check_writable(epath.Path(workdir) / 'checkpoints')
     ckpt = checkpoint.Checkpointer(workdir, config)
     state = _restore(ckpt, config, state, data_iter)
@@ -356,12 +362,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
   if missing:
     raise UserError(f'no checkpoint at step(s) {missing} in {ckpt.directory}; '
                     f'it has steps {kept}')
-  data_iter = data.build(config, config.batch_size // jax.process_count(),
-                         jax.process_index(), jax.process_count())
-  evaluate.check_image_shape(config, data_iter.example_shape)
-  generator, discriminator = models.build(config, data_iter.example_shape)
-  template = state_lib.create(config, generator, discriminator,
-                              data_iter.example_shape)
+  data_iter, template = _data_and_state(config)
   generate = sampling.make_generate(config)
   writers.check_history(workdir)
   networks = evaluate.feature_networks(config)
