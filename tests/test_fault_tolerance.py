@@ -26,8 +26,12 @@ BASE = ['--config=configs/default.py', '--config.batch_size=16',
 
 
 def final_state(workdir):
+  """(state, data state) of the latest checkpoint in `workdir` (local or
+  gs://), restored with the run's own config."""
   import json  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, 'config.json'))))
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(
+      json.loads((epath.Path(workdir) / 'config.json').read_text()))
   it = data.build(config, config.batch_size)
   template = state_lib.create(config, *models.build(config, it.example_shape),
                               it.example_shape)

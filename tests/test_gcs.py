@@ -28,6 +28,7 @@ os.environ.setdefault('EPATH_USE_TF', 'false')
 
 from tests.conftest import importorskip_extra  # pylint: disable=g-import-not-at-top
 from tests.conftest import run_launch  # pylint: disable=g-import-not-at-top
+from tests.test_fault_tolerance import final_state  # pylint: disable=g-import-not-at-top
 from tests.test_fault_tolerance import BASE  # pylint: disable=g-import-not-at-top
 from tests.test_fault_tolerance import SLOW  # pylint: disable=g-import-not-at-top
 from tests.test_fault_tolerance import start_launch  # pylint: disable=g-import-not-at-top
@@ -203,23 +204,6 @@ def _objects(url, gs_prefix):
   query = urllib.parse.urlencode({'prefix': prefix})
   with urllib.request.urlopen(f'{url}/storage/v1/b/{name}/o?{query}') as r:
     return [o['name'] for o in json.load(r).get('items', [])]
-
-
-def final_state(workdir):
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  from gan_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from gan_jax import data  # pylint: disable=g-import-not-at-top
-  from gan_jax import models  # pylint: disable=g-import-not-at-top
-  from gan_jax import state as state_lib  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(
-      json.loads((epath.Path(workdir) / 'config.json').read_text()))
-  it = data.build(config, config.batch_size)
-  template = state_lib.create(config, *models.build(config, it.example_shape),
-                              it.example_shape)
-  ckpt = checkpoint.Checkpointer(workdir, config)
-  state, data_state = ckpt.restore(ckpt.latest_step(), template)
-  ckpt.close()
-  return state, data_state
 
 
 def test_sigkill_relaunch_and_eval_on_gcs(gcs_emulator, bucket):
