@@ -178,6 +178,7 @@ def main():
   if unknown:
     parser.error(f'unknown variants {unknown}; choose from {list(VARIANTS)}')
   logging.set_verbosity(logging.WARNING)
+  commit = _commit()  # The code the runs use: it is imported now.
   base = args.workdir or tempfile.mkdtemp(prefix='grid25_table_')
   runs = []
   t0 = time.time()
@@ -193,13 +194,14 @@ def main():
   rows = summarise(runs)
   table = markdown(rows)
   print()
-  print(f'grid25, {args.num_steps} steps, seeds {seeds} '
+  steps = args.num_steps or "each config's own number of"
+  print(f'{steps} steps, seeds {seeds} '
         f'({time.time() - t0:.0f} s in all):')
   print(table)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump({'command': ' '.join(['python'] + sys.argv),
-               'commit': _commit(),
+               'commit': commit,
                'num_steps': args.num_steps, 'seeds': seeds,
                'variants': {v: VARIANTS[v] for v in variants},
                'runs': runs, 'summary': rows, 'table': table}, f, indent=2)
