@@ -63,17 +63,35 @@ VARIANTS = {
     # PacGAN's ring (8 modes, radius 1, std 0.01); its own num_steps, 20k.
     'mode_coverage': ('mode_coverage:data=grid25', {}),
     'mode_coverage ring_pacgan': ('mode_coverage:data=ring_pacgan', {}),
+    'mode_coverage R1 every step': ('mode_coverage:data=grid25',
+                                    {'penalty.every': 1}),
+    # PacGAN's grid networks and optimizer (configs/pacgan_grid.py): D judges
+    # 100 packs of m samples a step.
+    'pacgan m=1': ('pacgan_grid:pack=1', {}),
+    'pacgan m=2': ('pacgan_grid:pack=2', {}),
+    'pacgan m=4': ('pacgan_grid:pack=4', {}),
 }
+DATASETS = ('grid25', 'ring_pacgan', 'ring8')
 
 
-def make_config(variant, seed, num_steps):
+def _with_data(spec, data):
+  """`spec` with its data=grid25 replaced by data=`data`."""
+  if data is None or data == 'grid25':
+    return spec
+  if 'data=grid25' not in spec:
+    raise ValueError(f'{spec!r} has no data=grid25 to replace by {data}')
+  return spec.replace('data=grid25', f'data={data}')
+
+
+def make_config(variant, seed, num_steps, data=None, curve_points=1):
   spec, overrides = VARIANTS[variant]
+  spec = _with_data(spec, data)
   module, _, arg = spec.rpartition(':') if ':' in spec else ('', '', spec)
   module = importlib.import_module(f'configs.{module}') if module else default
   config = module.get_config(arg)
   config.seed = config.data.seed = seed
   config.num_steps = num_steps = num_steps or config.num_steps
-  config.eval_every = config.checkpoint.every = num_steps
+  config.eval_every = config.checkpoint.every = num_steps // curve_points
   config.log_every = min(config.log_every, num_steps)
   config.checkpoint.use_async = False
   for field, value in overrides.items():
@@ -85,18 +103,22 @@ def make_config(variant, seed, num_steps):
   return config
 
 
-def run_one(variant, seed, num_steps, workdir):
-  config = make_config(variant, seed, num_steps)
+def run_one(variant, seed, num_steps, workdir, data=None, curve_points=1):
+  config = make_config(variant, seed, num_steps, data, curve_points)
   t0 = time.time()
   train.train_and_evaluate(config, workdir)
   seconds = time.time() - t0
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     evals = [json.loads(line) for line in f if '"modes"' in line]
   last = evals[-1]
-  return {'variant': variant, 'seed': seed, 'num_steps': config.num_steps,
+  return {'variant': variant, 'data': config.data.name, 'seed': seed,
+          'num_steps': config.num_steps,
           'modes': int(last['modes']), 'hq': float(last['hq']),
           'kl': float(last['kl']),
-          'label_acc': float(last.get('label_acc', 'nan')), 'seconds': seconds}
+          'label_acc': float(last.get('label_acc', 'nan')), 'seconds': seconds,
+          # Modes / HQ / KL at each evaluation: where the numbers stop moving.
+          'curve': [[int(e['step']), int(e['modes']), float(e['hq']),
+                     float(e['kl'])] for e in evals]}
 
 
 def mean_std(values):
@@ -109,15 +131,18 @@ def mean_std(values):
 
 def summarise(runs):
   rows = []
-  for variant in VARIANTS:
-    mine = [r for r in runs if r['variant'] == variant]
-    if not mine:
-      continue
+  keys = dict.fromkeys((r['variant'], r.get('data', 'grid25')) for r in runs)
+  for variant, data in sorted(keys, key=lambda k: (DATASETS.index(k[1])
+                                                   if k[1] in DATASETS else 9,
+                                                   list(VARIANTS).index(k[0]))):
+    mine = [r for r in runs
+            if r['variant'] == variant and r.get('data', 'grid25') == data]
     modes = mean_std([r['modes'] for r in mine])
     hq = mean_std([100 * r['hq'] for r in mine])
     kl = mean_std([r['kl'] for r in mine])
     acc = mean_std([100 * r.get('label_acc', float('nan')) for r in mine])
-    rows.append({'variant': variant, 'seeds': len(mine),
+    rows.append({'variant': variant, 'data': data, 'seeds': len(mine),
+                 'num_steps': sorted({r['num_steps'] for r in mine}),
                  'modes': modes[:2], 'hq_percent': hq[:2], 'kl': kl[:2],
                  'kl_n': kl[2], 'label_acc_percent': acc[:2],
                  # The worst seed on each number.
@@ -129,17 +154,19 @@ def summarise(runs):
 
 
 def markdown(rows):
-  lines = ['| variant | modes | HQ % | KL | worst seed: modes / HQ % / KL '
-           '| label acc. % | seeds | s/run |',
-           '|---|---|---|---|---|---|---|---|']
+  lines = ['| data | variant | steps | modes | HQ % | KL '
+           '| worst seed: modes / HQ % / KL | label acc. % | seeds | s/run |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     kl = f"{r['kl'][0]:.3f} ± {r['kl'][1]:.3f}"
     if r['kl_n'] < r['seeds']:
       kl += f" (n={r['kl_n']})"
     acc = r.get('label_acc_percent', (float('nan'),) * 2)
     acc = '' if math.isnan(acc[0]) else f'{acc[0]:.1f} ± {acc[1]:.1f}'
+    steps = ','.join(str(n) for n in r.get('num_steps', []))
     lines.append(
-        f"| {r['variant']} | {r['modes'][0]:.1f} ± {r['modes'][1]:.1f} | "
+        f"| {r.get('data', 'grid25')} | {r['variant']} | {steps} | "
+        f"{r['modes'][0]:.1f} ± {r['modes'][1]:.1f} | "
         f"{r['hq_percent'][0]:.1f} ± {r['hq_percent'][1]:.1f} | {kl} | "
         f"{r['worst'][0]} / {r['worst'][1]:.1f} / {r['worst'][2]:.3f} | {acc} | "
         f"{r['seeds']} | {r['seconds_per_run']:.0f} |")
@@ -167,16 +194,32 @@ def main():
                       "0: each config's own)")
   parser.add_argument('--variants', default=','.join(VARIANTS),
                       help='comma-separated subset of: ' + ', '.join(VARIANTS))
+  parser.add_argument('--data', default=None, choices=DATASETS,
+                      help="replaces each variant's data=grid25 (default: "
+                      'as the variant says)')
+  parser.add_argument('--curve_points', type=int, default=1,
+                      help='evaluations per run, evenly spaced (the last at '
+                      'num_steps): the curve of modes / HQ / KL')
+  parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
+                      help='make one table of the runs in these output files '
+                      '(of several invocations) instead of training')
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks',
                                                     'grid25_table.json'))
   parser.add_argument('--workdir', default=None,
                       help='where the runs go (default: a temporary folder)')
   args = parser.parse_args()
+  if args.merge:
+    return write(args, merged(args.merge), 0)
   seeds = [int(s) for s in args.seeds.split(',')]
   variants = [v.strip() for v in args.variants.split(',')]
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:
     parser.error(f'unknown variants {unknown}; choose from {list(VARIANTS)}')
+  for variant in variants:
+    try:
+      _with_data(VARIANTS[variant][0], args.data)
+    except ValueError as e:
+      parser.error(str(e))
   logging.set_verbosity(logging.WARNING)
   commit = _commit()  # The code the runs use: it is imported now.
   base = args.workdir or tempfile.mkdtemp(prefix='grid25_table_')
@@ -186,24 +229,42 @@ def main():
     for seed in seeds:
       name = variant.replace(' ', '').replace('+', '_').replace('=', '')
       r = run_one(variant, seed, args.num_steps,
-                  os.path.join(base, f'{name}_seed{seed}'))
+                  os.path.join(base, f'{name}_{args.data}_seed{seed}'),
+                  args.data, args.curve_points)
+      r['commit'] = commit
       runs.append(r)
-      print(f"{variant:22s} seed {seed}: modes {r['modes']:2d}  "
-            f"hq {100 * r['hq']:5.1f}%  kl {r['kl']:.3f}  "
+      print(f"{variant:22s} {r['data']:12s} seed {seed}: modes "
+            f"{r['modes']:2d}  hq {100 * r['hq']:5.1f}%  kl {r['kl']:.3f}  "
             f"({r['seconds']:.0f} s)", flush=True)
+  return write(args, runs, time.time() - t0)
+
+
+def merged(paths):
+  """The runs of several output files, each run keeping its commit."""
+  runs = []
+  for path in paths:
+    with open(path) as f:
+      content = json.load(f)
+    for r in content['runs']:
+      r.setdefault('commit', content.get('commit', 'unknown'))
+      runs.append(r)
+  return runs
+
+
+def write(args, runs, seconds):
   rows = summarise(runs)
   table = markdown(rows)
+  commits = sorted({r.get('commit', 'unknown') for r in runs})
   print()
-  steps = args.num_steps or "each config's own number of"
-  print(f'{steps} steps, seeds {seeds} '
-        f'({time.time() - t0:.0f} s in all):')
+  print(f'{len(runs)} runs ({seconds:.0f} s in all), at {", ".join(commits)}:')
   print(table)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump({'command': ' '.join(['python'] + sys.argv),
-               'commit': commit,
-               'num_steps': args.num_steps, 'seeds': seeds,
-               'variants': {v: VARIANTS[v] for v in variants},
+               'commit': commits[0] if len(commits) == 1 else commits,
+               'num_steps': args.num_steps,
+               'variants': {r['variant']: VARIANTS.get(r['variant'])
+                            for r in runs},
                'runs': runs, 'summary': rows, 'table': table}, f, indent=2)
   print(f'\nwrote {args.out}')
 

@@ -1,20 +1,21 @@
-"""DCGAN (Radford et al. 2015) for 32x32 and 64x64 images.
+"""DCGAN (Radford et al. 2015) for 28x28, 32x32 and 64x64 images.
 
-With n = log2(size / 4) stride-2 layers (3 at 32x32, 4 at 64x64) and base
-width ch:
+With n stride-2 layers (2 at 28x28, 3 at 32x32, 4 at 64x64), a start size
+s = size / 2^n (7 at 28x28, else 4) and base width ch:
 
-  G: z -> Dense 4*4*(ch * 2^(n-1)) (no bias) -> reshape -> BN -> ReLU      4x4
+  G: z -> Dense s*s*(ch * 2^(n-1)) (no bias) -> reshape -> BN -> ReLU     sxs
        -> (n - 1) x [4x4 transposed conv, stride 2, halving the channels
           (no bias) -> BN -> ReLU]                          down to ch channels
        -> 4x4 transposed conv, stride 2, to C channels -> tanh        size
   D: x -> 4x4 conv ch, stride 2 -> LeakyReLU 0.2
        -> (n - 1) x [4x4 conv, stride 2, doubling the channels (no bias)
-          -> BN -> LeakyReLU 0.2]                                      4x4
+          -> BN -> LeakyReLU 0.2]                                      sxs
        -> flatten -> Dense 1 (logits)
 
 At 64x64 this is the paper's network (G starts at 4x4x(8 ch), D ends at
 4x4x(8 ch)); at 32x32 one stride-2 layer fewer, so G starts at 4x4x(4 ch) and
-mirrors D, and both keep ch channels next to the image. The paper's final
+mirrors D, and both keep ch channels next to the image; at 28x28 (MNIST's
+size, unpadded) G starts at 7x7x(2 ch). The paper's final
 4x4 'valid' convolution of D is the Dense layer here (the same map). Kernels
 are drawn from N(0, 0.02) as in the paper; BatchNorm normalises per channel,
 with momentum 0.9 and epsilon 1e-5 (PyTorch's defaults, which the reference
@@ -45,7 +46,7 @@ Config fields read:
       same function and parameters (gan_jax/models/conv_transpose.py).
   dtype: compute dtype, 'float32' (default) or 'bfloat16'; parameters are
       float32 either way.
-The examples must be 32x32 or 64x64 with any number of channels C.
+The examples must be 28x28, 32x32 or 64x64 with any number of channels C.
 """
 import math
 from typing import Any
@@ -59,13 +60,18 @@ from gan_jax.models import conditional
 from gan_jax.models import registry
 from gan_jax.models import conv_transpose
 
-SIZES = (32, 64)
+SIZES = (28, 32, 64)
 G_NORMS = ('batch', 'layer', 'group', 'spectral', 'none')
 D_NORMS = ('batch', 'layer', 'spectral', 'none')
 DEFAULT_G_NORM = DEFAULT_D_NORM = 'batch'  # The paper's.
 GROUPS = 32  # GroupNorm's groups (Wu & He 2018's default), at most.
 KERNEL_INIT = nn.initializers.normal(0.02)
 LEAKY_SLOPE = 0.2
+
+
+def num_strided(size: int) -> int:
+  """Stride-2 layers between the start size (7 or 4) and `size`."""
+  return 2 if size == 28 else int(math.log2(size // 4))
 
 
 class Generator(nn.Module):
@@ -104,11 +110,12 @@ class Generator(nn.Module):
 
     # No bias where BatchNorm follows: its shift makes one redundant.
     bias = self.norm != 'batch'
-    n = int(math.log2(self.size // 4))
+    n = num_strided(self.size)
+    start = self.size // 2 ** n
     ch = self.channels * 2 ** (n - 1)
-    x = layer(nn.Dense(4 * 4 * ch, use_bias=bias, dtype=self.dtype,
+    x = layer(nn.Dense(start * start * ch, use_bias=bias, dtype=self.dtype,
                        kernel_init=KERNEL_INIT), z.astype(self.dtype))
-    x = norm_relu(x.reshape(z.shape[0], 4, 4, ch))
+    x = norm_relu(x.reshape(z.shape[0], start, start, ch))
     for _ in range(n - 1):
       ch //= 2
       x = norm_relu(layer(up_conv(ch, bias), x))
@@ -130,7 +137,7 @@ class Discriminator(nn.Module):
         return nn.SpectralNorm(module, dtype=self.dtype)(h, update_stats=train)
       return module(h)
 
-    n = int(math.log2(x.shape[1] // 4))
+    n = num_strided(x.shape[1])
     x = x.astype(self.dtype)
     for i in range(n):
       first = i == 0
