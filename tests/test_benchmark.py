@@ -120,3 +120,41 @@ def test_conv_transpose_benchmark_times_every_layer(tmp_path):
     for impl in ('xla', 'phases'):
       assert row[f'{impl}_fwd_ms'] > 0 and row[f'{impl}_grad_ms'] > 0
   assert '| dcgan_mnist | 7x7x128 -> 64, 5x5 stride 2 |' in proc.stdout
+
+
+def test_grid25_table_curves_data_and_merge(tmp_path):
+  """benchmarks/grid25_table.py: a run per variant x seed on the chosen data,
+  a curve point per evaluation, the commit, and --merge of two outputs."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  script = os.path.join(ROOT, 'benchmarks', 'grid25_table.py')
+
+  def table(*args):
+    proc = subprocess.run([sys.executable, script, *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+  table('--num_steps=200', '--seeds=3', '--variants=non_saturating',
+        '--data=ring_pacgan', '--curve_points=2', f'--workdir={tmp_path}/a',
+        f'--out={tmp_path}/a.json')
+  table('--num_steps=200', '--seeds=3', '--variants=pacgan m=2',
+        '--curve_points=1', f'--workdir={tmp_path}/b', f'--out={tmp_path}/b.json')
+  out = table('--merge', f'{tmp_path}/a.json', f'{tmp_path}/b.json',
+              f'--out={tmp_path}/m.json')
+  merged = json.loads((tmp_path / 'm.json').read_text())
+  runs = {r['variant']: r for r in merged['runs']}
+  ring, pac = runs['non_saturating'], runs['pacgan m=2']
+  assert ring['data'] == 'ring_pacgan' and pac['data'] == 'grid25'
+  assert [c[0] for c in ring['curve']] == [100, 200]
+  assert [c[0] for c in pac['curve']] == [200]
+  # The table's last numbers are the curve's last point.
+  assert ring['curve'][-1][1:] == [ring['modes'], ring['hq'], ring['kl']]
+  assert ring['seed'] == 3 and all(r['commit'] for r in merged['runs'])
+  assert '| ring_pacgan | non_saturating | 200 |' in out
+  assert '| grid25 | pacgan m=2 | 200 |' in out
+  # A variant whose data cannot be replaced is refused before any training.
+  proc = subprocess.run([sys.executable, script, '--variants=pacgan m=1',
+                         '--data=ring8'], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and 'no data=grid25' in proc.stderr

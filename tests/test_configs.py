@@ -33,7 +33,7 @@ AFFECTS = {
     'loss': ('loss.name', 'd_steps', 'updates', 'g.optimizer.lr',
              'g.optimizer.b1', 'g.optimizer.b2', 'd.optimizer.lr',
              'd.optimizer.b1', 'd.optimizer.b2', 'd.norm'),
-    'data': ('data.name', 'data.image_size'),
+    'data': ('data.name', 'data.image_size', 'num_steps'),
     'size': ('model', 'data.image_size', 'g.channels', 'd.channels'),
     'head': ('conditional.d',),
     'pack': ('d.pack', 'batch_size'),

@@ -53,15 +53,20 @@ def test_dcgan_mnist_resize_conv_has_the_same_parameters():
   assert x.shape == (2, 28, 28, 1) and _count(g['params']) == 2_305_472
 
 
-@pytest.mark.parametrize('size,channels', [(32, 3), (64, 3), (32, 1)])
-def test_dcgan_shapes(size, channels):
+@pytest.mark.parametrize('size,channels,start,n', [
+    (32, 3, 4, 3), (64, 3, 4, 4), (32, 1, 4, 3), (28, 1, 7, 2)])
+def test_dcgan_shapes(size, channels, start, n):
   config = _image_config('dcgan', g__channels=8, d__channels=8)
   g, d, x, logits = _init(config, (size, size, channels))
   assert x.shape == (2, size, size, channels) and logits.shape == (2,)
   assert x.dtype == jnp.float32 and logits.dtype == jnp.float32
-  # G starts at 4x4 with ch * 2^(n-1) channels, n = log2(size / 4).
-  n = int(np.log2(size // 4))
-  assert g['params']['Dense_0']['kernel'].shape == (100, 16 * 8 * 2 ** (n - 1))
+  # G starts at start x start with ch * 2^(n-1) channels, n stride-2 layers.
+  assert g['params']['Dense_0']['kernel'].shape == (
+      100, start * start * 8 * 2 ** (n - 1))
+  # D: n strided convolutions down to start x start, then the Dense layer.
+  assert d['params'][f'Conv_{n - 1}']['kernel'].shape[-1] == 8 * 2 ** (n - 1)
+  assert d['params']['Dense_0']['kernel'].shape == (
+      start * start * 8 * 2 ** (n - 1), 1)
 
 
 def test_sngan_resnet_shapes_and_spectral_norm_state():
@@ -110,7 +115,7 @@ def test_bfloat16_computes_in_bf16_with_float32_params_and_outputs():
 
 
 @pytest.mark.parametrize('model,shape', [
-    ('dcgan_mnist', (32, 32, 3)), ('dcgan', (28, 28, 1)),
+    ('dcgan_mnist', (32, 32, 3)), ('dcgan', (48, 48, 1)),
     ('sngan_resnet', (64, 64, 3)), ('dcgan', (2,))])
 def test_wrong_image_size_is_a_clear_error(model, shape):
   with pytest.raises(UserError, match='takes square images'):
