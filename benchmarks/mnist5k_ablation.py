@@ -1,0 +1,139 @@
+"""The ablation behind configs/mnist5k.py: digits from 5,000 real MNIST digits.
+
+    python tools/mnist5k_npz.py --out mnist5k.npz
+    python tools/train_classifier.py --config configs/mnist_classifier.py:data=images \\
+        --config.data.path=mnist5k.npz --workdir runs/mnist5k_classifier
+    python benchmarks/mnist5k_ablation.py --data=mnist5k.npz \\
+        --classifier=runs/mnist5k_classifier --num_steps=10000 --jobs=4 \\
+        --out=benchmarks/results/mnist5k_ablation.json
+
+Each variant is `python launch.py --config configs/mnist5k.py` with the
+overrides in VARIANTS (`seedsnet`: the seeds' network, configs/mnist_dcgan.py,
+with the same optimizer, batch, EMA and standing statistics), evaluated every
+1,000 steps on 5,000 samples in the space of a classifier trained on the same
+digits: classes covered (at least half their even share), the rarest class's
+share over the even share, the fraction of samples the classifier gives a
+class with probability >= 0.9 ('confident'), FID and IS on its features.
+`--collect` only reads the workdirs of an earlier call (or another machine's)
+and writes the table. `--jobs` runs variants side by side (each a process).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = ('classes_clf_5k', 'classes_clf_5k/min_share',
+           'classes_clf_5k/confident', 'fid_clf_5k_train', 'is_clf_5k')
+OPT = ('--config.g.optimizer.lr={lr} --config.d.optimizer.lr={lr} '
+       '--config.g.optimizer.b1={b1} --config.d.optimizer.b1={b1}')
+# name -> (config, overrides) on top of configs/mnist5k.py's settings.
+VARIANTS = {
+    'base': ('configs/mnist5k.py', ''),
+    'seed1': ('configs/mnist5k.py', '--config.seed=1 --config.data.seed=1'),
+    'seed2': ('configs/mnist5k.py', '--config.seed=2 --config.data.seed=2'),
+    'noema': ('configs/mnist5k.py',
+              '--config.ema.decay=0.0 --config.eval.standing_stats=0'),
+    'ema_nostanding': ('configs/mnist5k.py', '--config.eval.standing_stats=0'),
+    'adam1e4': ('configs/mnist5k.py', OPT.format(lr=1e-4, b1=0.9)),
+    'b256': ('configs/mnist5k.py', '--config.batch_size=256'),
+    'ch32': ('configs/mnist5k.py', '--config.g.channels=32 --config.d.channels=32'),
+    'diffaug': ('configs/mnist5k.py', '--config.augment.policy=translation,cutout'),
+    'simultaneous': ('configs/mnist5k.py', '--config.updates=simultaneous'),
+    'r1': ('configs/mnist5k.py', '--config.d.norm=none --config.penalty.name=r1 '
+           '--config.penalty.weight=1.0'),
+    'seedsnet': ('configs/mnist_dcgan.py:data=images',
+                 OPT.format(lr=2e-4, b1=0.5) + ' --config.batch_size=64 '
+                 '--config.updates=alternating --config.ema.decay=0.999 '
+                 '--config.ema.start_step=1000 --config.eval.standing_stats=16 '
+                 '--config.eval_every=1000 --config.checkpoint.every=1000'),
+}
+
+
+def command(name, args):
+  config, overrides = VARIANTS[name]
+  return (f'{sys.executable} {os.path.join(ROOT, "launch.py")} --config '
+          f'{os.path.join(ROOT, config)} --config.data.path={args.data} '
+          f'--config.num_steps={args.num_steps} --config.checkpoint.keep=1 '
+          f'--config.eval.metrics={",".join(m for m in METRICS if "/" not in m)} '
+          f'--config.eval.classifier_checkpoint={args.classifier} {overrides} '
+          f'--workdir {os.path.join(args.workdir, name)}')
+
+
+def collect(workdir, names):
+  """{name: [{step, metric: value}, ...]} from each run's metrics.jsonl."""
+  runs = {}
+  for name in names:
+    path = os.path.join(workdir, name, 'metrics.jsonl')
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      evals = [json.loads(l) for l in f if METRICS[0] in l]
+    runs[name] = [{'step': e['step'], **{m: e[m] for m in METRICS}}
+                  for e in evals]
+  return runs
+
+
+def markdown(runs, step):
+  lines = ['| variant | classes | rarest / even share | confident % | '
+           'fid_clf | is_clf |', '|---|---:|---:|---:|---:|---:|']
+  for name, evals in runs.items():
+    e = next((e for e in evals if e['step'] == step), None)
+    if e is None:
+      continue
+    lines.append(f"| {name} | {e[METRICS[0]]:.0f} | {e[METRICS[1]]:.2f} | "
+                 f"{100 * e[METRICS[2]]:.1f} | {e[METRICS[3]]:.1f} | "
+                 f"{e[METRICS[4]]:.2f} |")
+  return '\n'.join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data', default='mnist5k.npz')
+  parser.add_argument('--classifier', default='runs/mnist5k_classifier')
+  parser.add_argument('--num_steps', type=int, default=10_000)
+  parser.add_argument('--variants', default=','.join(VARIANTS))
+  parser.add_argument('--workdir', default='runs/mnist5k_ablation')
+  parser.add_argument('--jobs', type=int, default=1)
+  parser.add_argument('--collect', action='store_true',
+                      help='only read the runs in --workdir')
+  parser.add_argument('--note', default='', help='the machine, for the JSON')
+  parser.add_argument('--out', default=None)
+  args = parser.parse_args()
+  names = [v for v in args.variants.split(',') if v]
+  unknown = set(names) - set(VARIANTS)
+  if unknown:
+    parser.error(f'unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}')
+  seconds = {}
+  if not args.collect:
+    todo, running = list(names), {}
+    while todo or running:
+      while todo and len(running) < args.jobs:
+        name = todo.pop(0)
+        os.makedirs(os.path.join(args.workdir, name), exist_ok=True)
+        log = open(os.path.join(args.workdir, f'{name}.log'), 'w')
+        running[name] = (subprocess.Popen(command(name, args), shell=True,
+                                          stdout=log, stderr=subprocess.STDOUT),
+                         time.time())
+      for name, (proc, t0) in list(running.items()):
+        if proc.poll() is not None:
+          seconds[name] = time.time() - t0
+          print(f'{name}: rc {proc.returncode}, {seconds[name]:.0f} s',
+                flush=True)
+          del running[name]
+      time.sleep(1)
+  runs = collect(args.workdir, names)
+  table = markdown(runs, args.num_steps)
+  print(table)
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump({'command': ' '.join(['python'] + sys.argv), 'note': args.note,
+                 'commands': {n: command(n, args) for n in names},
+                 'seconds': seconds, 'runs': runs, 'table': table}, f, indent=1)
+    print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+  main()
