@@ -47,14 +47,14 @@ def _free_port():
 
 
 def _patch_emulator():
-  """Three gaps of gcp-storage-emulator 2026.7.19 that the clients hit (only
+  """Four gaps of gcp-storage-emulator 2026.7.19 that the clients hit (only
   the server, in this process, needs them):
   - no x-goog-generation header on downloads: tensorstore's read-modify-write
     of an OCDBT manifest fails now and then with 'Malformed StorageGeneration';
   - no objects.moveTo route: gcsfs tries it on every rename, gets 501,
     retries ~34 s, then copies;
-  - ifGenerationMatch ignored on uploads: the lock's exclusive create would
-    silently overwrite."""
+  - ifGenerationMatch ignored on uploads and deletes: the lock's exclusive
+    create would silently overwrite, its takeover delete a new lock."""
   from http import HTTPStatus  # pylint: disable=g-import-not-at-top
   from gcp_storage_emulator import server as srv  # pylint: disable=g-import-not-at-top
   from gcp_storage_emulator.exceptions import NotFound  # pylint: disable=g-import-not-at-top
@@ -109,8 +109,25 @@ def _patch_emulator():
     response['x-goog-generation'] = str(obj['generation'])
     response['x-goog-metageneration'] = str(obj.get('metageneration', '1'))
 
+  orig_delete = objects.delete
+
+  def delete(request, response, storage, *args, **kwargs):
+    want = request.query.get('ifGenerationMatch')
+    if want:
+      try:
+        current = storage.get_file_obj(request.params['bucket_name'],
+                                       request.params['object_id'])
+      except NotFound:
+        response.status = HTTPStatus.NOT_FOUND
+        return
+      if str(current['generation']) != want[0]:
+        response.status = HTTPStatus.PRECONDITION_FAILED
+        return
+    return orig_delete(request, response, storage, *args, **kwargs)
+
   objects.download = download  # objects.get calls it for alt=media.
-  replace = {orig_insert: insert, orig_download: download}
+  replace = {orig_insert: insert, orig_download: download,
+             orig_delete: delete}
 
   move_route = (r'^/storage/v1/b/(?P<bucket_name>[-.\w]+)/o/'
                 r'(?P<object_id>.*[^/]+)/moveTo/o/(?P<dest_object_id>.*[^/]+)$',
@@ -292,3 +309,53 @@ def test_npz_data_on_gcs(bucket, tiny):
   config.data.path = f'{bucket}/missing.npz'
   with pytest.raises(UserError, match='does not exist'):
     data.build(config, 16, 0, 1)
+
+
+def _put_object(url, gs_path, data):
+  """Uploads `data` to gs_path straight to the server (no gcsfs)."""
+  name, _, key = gs_path[len('gs://'):].partition('/')
+  query = urllib.parse.urlencode({'uploadType': 'media', 'name': key})
+  urllib.request.urlopen(urllib.request.Request(
+      f'{url}/upload/storage/v1/b/{name}/o?{query}', data=data, method='POST',
+      headers={'Content-Type': 'application/octet-stream'})).read()
+
+
+def _generation(url, gs_path):
+  """The object's generation, asked of the server (no cache)."""
+  name, _, key = gs_path[len('gs://'):].partition('/')
+  key = urllib.parse.quote(key, safe='')
+  with urllib.request.urlopen(f'{url}/storage/v1/b/{name}/o/{key}') as r:
+    return json.load(r)['generation']
+
+
+def test_lock_takeover_leaves_a_lock_replaced_after_the_read(
+    gcs_emulator, bucket, monkeypatch):
+  """Between reading a dead run's lock and deleting it, another run takes it
+  over (deletes it, creates its own): the delete must not remove that one.
+  The new lock here has the same text: only its generation tells them apart."""
+  import fsspec  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  lock = f'{bucket}/run/{workdir_lib.LOCK}'
+  text = json.dumps({'host': 'here', 'pid': 1, 'since': 'then'})
+  epath.Path(lock).write_text(text)
+  fs = fsspec.core.url_to_fs(lock)[0]  # The instance the lock code uses.
+  request, replaced = fs._request, []  # pylint: disable=protected-access
+
+  async def replace_after_reading(method, path, *args, **kwargs):
+    out = await request(method, path, *args, **kwargs)
+    where = urllib.parse.unquote(' '.join(map(str, (path, *args))))
+    media = kwargs.get('alt') == 'media' or 'alt=media' in path
+    if method == 'GET' and media and workdir_lib.LOCK in where and not replaced:
+      _put_object(gcs_emulator, lock, text.encode())
+      replaced.append(True)
+    return out
+
+  monkeypatch.setattr(fs, '_request', replace_after_reading)
+  assert not workdir_lib._take_over(lock, text)  # pylint: disable=protected-access
+  assert replaced
+  assert epath.Path(lock).read_text() == text  # The new lock is kept.
+  monkeypatch.undo()
+  assert workdir_lib._take_over(lock, text)  # pylint: disable=protected-access
+  assert not epath.Path(lock).exists()
+
