@@ -359,3 +359,68 @@ def test_lock_takeover_leaves_a_lock_replaced_after_the_read(
   assert workdir_lib._take_over(lock, text)  # pylint: disable=protected-access
   assert not epath.Path(lock).exists()
 
+
+def _write_pngs(root, shape, per_class=3):
+  """`per_class` random PNGs of `shape` (H, W) or (H, W, 3) in each of root/a
+  and root/b, and a file that is not an image; returns root."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  for name in ('a', 'b'):
+    (root / name).mkdir(parents=True)
+    for i in range(per_class):
+      Image.fromarray(rng.randint(0, 256, shape, np.uint8)).save(
+          root / name / f'{i}.png')
+  (root / 'notes.txt').write_text('not an image')
+  return root
+
+
+def _upload(local, url):
+  """Copies the local folder `local` to the gs:// folder `url`."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  for path in sorted(local.rglob('*')):
+    if path.is_file():
+      (epath.Path(url) / path.relative_to(local).as_posix()).write_bytes(
+          path.read_bytes())
+
+
+def test_image_folder_on_gcs_reads_as_the_local_folder(bucket, tmp_path, tiny):
+  from gan_jax import data  # pylint: disable=g-import-not-at-top
+  local = _write_pngs(tmp_path / 'faces', (10, 12, 3))  # Cropped, resized.
+  _upload(local, f'{bucket}/faces')
+  batches = []
+  for path in (str(local), f'{bucket}/faces/'):
+    config = tiny()
+    config.data.name = 'images'
+    config.data.path = path
+    config.data.image_size = 8
+    config.num_classes = 2  # Labels from the class subfolders.
+    images, labels = next(data.build(config, 6, 0, 1))
+    batches.append((np.asarray(images), np.asarray(labels)))
+  (local_images, local_labels), (gcs_images, gcs_labels) = batches
+  assert local_images.shape == (6, 8, 8, 3)
+  assert sorted(local_labels) == [0, 0, 0, 1, 1, 1]
+  np.testing.assert_array_equal(gcs_images, local_images)
+  np.testing.assert_array_equal(gcs_labels, local_labels)
+
+
+def test_gcs_folder_without_images_is_one_error_line(bucket, tmp_path, tiny):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import data  # pylint: disable=g-import-not-at-top
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  (epath.Path(bucket) / 'notes' / 'readme.txt').write_text('no images here')
+  config = tiny()
+  config.data.name = 'images'
+  config.data.path = f'{bucket}/notes'
+  with pytest.raises(UserError, match='no .png/.jpg/.jpeg files under') as e:
+    data.build(config, 16, 0, 1)
+  assert f'{bucket}/notes' in str(e.value) and '\n' not in str(e.value)
+  missing = f'{bucket}/no-such-folder'
+  result = run_launch(['--config=configs/own_images.py:size=28',
+                       f'--config.data.path={missing}',
+                       f'--workdir={tmp_path / "run"}'])
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  assert f'data.path {missing} does not exist' in errors[0]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+
