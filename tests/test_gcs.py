@@ -424,3 +424,26 @@ def test_gcs_folder_without_images_is_one_error_line(bucket, tmp_path, tiny):
   assert f'data.path {missing} does not exist' in errors[0]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
 
+
+def test_inception_weights_on_gcs(bucket, tmp_path):
+  """config.eval.inception_weights=gs://...: loaded, hashed as the same file
+  on a local disk is, and kept while the object is not written again."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from gan_jax.metrics import image_metrics  # pylint: disable=g-import-not-at-top
+  from gan_jax.metrics import inception  # pylint: disable=g-import-not-at-top
+  shapes = inception._expected_shapes()  # pylint: disable=protected-access
+  local = tmp_path / 'weights.npz'  # Zeros: 100 KB compressed, not 95 MB.
+  np.savez_compressed(local, **{k: np.zeros(s, np.float32)
+                                for k, s in shapes.items()})
+  url = f'{bucket}/weights/fid_inception.npz'
+  epath.Path(url).write_bytes(local.read_bytes())
+  eval_config = {'inception_weights': url}
+  extractor = image_metrics.get_extractor(eval_config)
+  assert extractor.weights_path == url
+  assert extractor.weights_hash == inception.weights_hash(str(local))
+  assert image_metrics.get_extractor(eval_config) is extractor
+  missing = f'{bucket}/weights/missing.npz'
+  with pytest.raises(UserError, match=f'not found at {missing}'):
+    image_metrics.get_extractor({'inception_weights': missing})
+
