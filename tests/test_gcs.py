@@ -1,7 +1,11 @@
-"""`--workdir gs://bucket/run` end to end, against a local Cloud Storage
-emulator (gcp-storage-emulator, run in this process): a run killed with
-SIGKILL and launched again ends bitwise where an uninterrupted one does,
---mode=eval reads from the bucket, and a missing bucket is one error line.
+"""gs:// paths end to end, against a local Cloud Storage emulator
+(gcp-storage-emulator, run in this process): a `--workdir gs://bucket/run`
+killed with SIGKILL and launched again ends bitwise where an uninterrupted
+one does, --mode=eval reads from the bucket, and a missing bucket is one
+error line; the lock's takeover is conditional on the generation it read;
+a folder of images on gs:// reads as the same folder on a local disk; the
+feature networks' weights (Inception, classifier) and the reference
+statistics' cache may be on gs://.
 
 Versions verified: gcp-storage-emulator 2026.7.19, gcsfs 2026.10.1,
 etils 1.15.0, tensorstore 0.1.86, orbax-checkpoint 0.12.8, tensorboardX 2.6.5.
@@ -447,3 +451,88 @@ def test_inception_weights_on_gcs(bucket, tmp_path):
   with pytest.raises(UserError, match=f'not found at {missing}'):
     image_metrics.get_extractor({'inception_weights': missing})
 
+
+def test_reference_cache_on_gcs_is_read_back_not_recomputed(gcs_emulator,
+                                                           bucket):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax.metrics import reference  # pylint: disable=g-import-not-at-top
+  images = np.random.RandomState(0).uniform(-1, 1, (40, 4, 4, 1)).astype(
+      np.float32)
+  calls = []
+
+  def batches_fn(split):
+    calls.append(split)
+    return iter([images[:20], images[20:]])
+
+  def extract(x):
+    return {'pool': x.reshape(len(x), -1)}
+
+  def stats():
+    return reference.reference_stats(
+        extract, batches_fn, dataset=f'images:{bucket}/faces', split='train',
+        resolution=(4, 4), num_images=40, weights_hash='ab' * 32,
+        cache_dir=f'{bucket}/cache/')
+
+  first = stats()
+  assert calls == ['train'] and first.path.startswith(f'{bucket}/cache/')
+  # One object: no temporary one next to it.
+  assert _objects(gcs_emulator, f'{bucket}/cache') == [
+      first.path[len(bucket) + 1:]]
+  again = stats()
+  assert calls == ['train']  # Read back, not recomputed.
+  for name in ('mu', 'sigma', 'features'):
+    np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+  # A cut-off file (what a writer killed mid-write leaves, if it writes in
+  # place) reads as missing: computed and written again.
+  saved = epath.Path(first.path).read_bytes()
+  epath.Path(first.path).write_bytes(saved[:len(saved) // 2])
+  third = stats()
+  assert calls == ['train', 'train']
+  np.testing.assert_array_equal(third.features, first.features)
+  assert epath.Path(first.path).read_bytes() == saved
+
+
+def test_classifier_weights_and_reference_cache_on_gcs(gcs_emulator, bucket,
+                                                       tmp_path):
+  """A run on a gs:// image folder whose clf metrics take the classifier
+  from gs:// and cache the reference statistics there; --mode=eval reads the
+  cache back (the object is not written again) and gets the same number."""
+  from gan_jax.metrics import classifier  # pylint: disable=g-import-not-at-top
+  spec = classifier.Spec(image_shape=(28, 28, 1), num_classes=4,
+                         widths=(8, 16), features=32)
+  classifier.save(str(tmp_path / 'clf'), spec, spec.init(0))  # Untrained.
+  _upload(tmp_path / 'clf', f'{bucket}/clf')
+  _upload(_write_pngs(tmp_path / 'digits', (28, 28), per_class=8),
+          f'{bucket}/digits')
+  workdir = tmp_path / 'run'
+  args = [
+      '--config=configs/mnist_dcgan.py:data=images',
+      f'--config.data.path={bucket}/digits', '--config.g.upsample=resize_conv',
+      '--config.batch_size=8', '--config.num_steps=2',
+      '--config.steps_per_call=1', '--config.log_every=1',
+      '--config.eval_every=2', '--config.checkpoint.every=2',
+      '--config.eval.grid_rows=2', f'--workdir={workdir}',
+      '--config.eval.metrics=fid_clf', '--config.eval.num_samples=32',
+      '--config.eval.num_reference=32', '--config.eval.sample_batch_size=16',
+      f'--config.eval.cache_dir={bucket}/cache',
+      f'--config.eval.classifier_checkpoint={bucket}/clf']
+  result = run_launch(args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir / 'metrics.jsonl') as f:
+    evals = [row for row in map(json.loads, f) if 'fid_clf' in row]
+  assert len(evals) == 1 and np.isfinite(evals[0]['fid_clf'])
+  cached = _objects(gcs_emulator, f'{bucket}/cache')
+  assert len(cached) == 1 and cached[0].endswith('.npz')
+  generation = _generation(gcs_emulator, f'{bucket}/{cached[0]}')
+
+  result = run_launch(args + ['--mode=eval'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir / 'eval_step_2.json') as f:
+    evaluated = json.load(f)
+  assert evaluated['fid_clf'] == evals[0]['fid_clf']
+  # The copy on gs:// hashes as the local checkpoint does.
+  assert evaluated['feature_networks'] == {'classifier': {
+      'path': f'{bucket}/clf',
+      'sha256': classifier.checkpoint_hash(str(tmp_path / 'clf'))}}
+  assert _objects(gcs_emulator, f'{bucket}/cache') == cached
+  assert _generation(gcs_emulator, f'{bucket}/{cached[0]}') == generation
