@@ -104,8 +104,8 @@ def _dataset_key(config):
   name = config.data.name
   if name == 'images':
     path = config.data.path
-    if '://' in path:  # gs://bucket/images.npz
-      return f'images:{path}'
+    if '://' in path:  # gs://bucket/images.npz or a folder there
+      return f'images:{path.rstrip("/")}'
     return f'images:{os.path.abspath(os.path.expanduser(path))}'
   return f'{name}:{config.data.get("image_size") or "native"}'
 

@@ -14,12 +14,19 @@ removes it. A lock that is already there is
     cannot be told from here, so the user deletes the file once that run is
     known to be dead (e.g. its machine was preempted).
 
-The lock uses POSIX files (os.open, os.rename, /proc) for a local workdir;
-on Cloud Storage (`gs://bucket/run`) it is an exclusive create of the object
-(gcsfs `open(path, 'xb')`, a precondition the bucket checks atomically).
+The lock uses POSIX files (os.open, os.rename, /proc) for a local workdir.
+On Cloud Storage (`gs://bucket/run`) both of its writes are conditional,
+checked atomically by the bucket: the create is an exclusive one (gcsfs
+`open(path, 'xb')`: ifGenerationMatch=0), and a lock left by a dead run is
+deleted only if it is still the very object that was read (the generation
+that came with its content: ifGenerationMatch=G), so that of two runs taking
+it over at once one deletes it and the other finds it replaced.
 Everything else here goes through `etils.epath`, which reads and writes
 local and `gs://` paths alike. On several hosts (which share the workdir)
 process 0 takes the lock and the others follow its outcome.
+
+`read_bytes`, `upload`, `list_files` and `version` let the data and metrics
+code read and write `gs://` paths as they do local ones.
 """
 import datetime
 import json
@@ -76,6 +83,61 @@ def reason(e, path=''):
     return e.strerror
   text = (str(e).strip().splitlines() or [''])[0][:200]
   return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
+def filesystem(path):
+  """The fsspec filesystem of the URL `path` (gcsfs for gs://)."""
+  import fsspec  # pylint: disable=g-import-not-at-top
+  return fsspec.core.url_to_fs(path)[0]
+
+
+def read_bytes(path):
+  """The content of the file `path` (local or a URL); FileNotFoundError if
+  there is none. A URL is one GET, whatever listing gcsfs has cached."""
+  if not is_remote(path):
+    with open(path, 'rb') as f:
+      return f.read()
+  return filesystem(path).cat_file(path)
+
+
+def upload(url, data):
+  """Writes the bytes `data` to the object `url` so that no reader sees a
+  part of them, as a local write then rename does.
+
+  An object is visible only once its upload is complete: `data` goes up in
+  one request (one resumable upload of 50 MiB pieces when larger, finalised
+  by its last piece), not through a buffered file (`epath.Path.write_bytes`),
+  whose close, which also runs when the writer is interrupted, would
+  finalise what it holds.
+  """
+  filesystem(url).pipe_file(url, data)
+
+
+def list_files(folder):
+  """Every file under `folder`, recursively (local: following links), sorted;
+  [] if there is no such folder. On Cloud Storage one listing of the
+  prefix (not one per subfolder, as a walk would)."""
+  if not is_remote(folder):
+    return sorted(os.path.join(root, name) for root, _, names
+                  in os.walk(folder, followlinks=True) for name in names)
+  protocol, name = folder.split('://', 1)
+  prefix = name.rstrip('/') + '/'  # find() of an object's name gives it.
+  return sorted(f'{protocol}://{found}'
+                for found in filesystem(folder).find(folder)
+                if found.startswith(prefix))
+
+
+def version(path):
+  """What changes when the file `path` is written again: (mtime in ns, size)
+  of a local file, (generation, size) of a Cloud Storage object. A key for
+  caches of what was computed from the file."""
+  if not is_remote(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+  fs = filesystem(path)
+  fs.invalidate_cache(path)
+  info = fs.info(path)
+  return info.get('generation') or info.get('mtime'), info['size']
 
 
 def check_writable(folder):
@@ -177,23 +239,31 @@ def _take_over(path, text):
   return True
 
 
-def _gcs(path):
-  import fsspec  # pylint: disable=g-import-not-at-top
-  return fsspec.core.url_to_fs(path)[0]
-
-
 def _take_over_remote(path, text):
-  """Deletes the lock object if it still holds `text` (between the read and
-  the delete another run could take it over: a race too rare to handle)."""
-  fs = _gcs(path)
-  fs.invalidate_cache(path)
+  """Deletes the lock object if it still holds `text`; False if it changed.
+
+  The delete is conditional on the generation that came with the content
+  read (x-goog-generation): a lock that another run took over (deleted and
+  created anew) in between is left alone. gcsfs's rm_file takes no
+  precondition, so both requests go through its `call`, which does take
+  the JSON API's query parameters.
+  """
+  fs = filesystem(path)
+  bucket, key, _ = fs.split_path(path)
   try:
-    if fs.cat_file(path).decode('utf-8', 'replace') != text:
+    headers, content = fs.call('GET', 'b/{}/o/{}', bucket, key, alt='media')
+    if content.decode('utf-8', 'replace') != text:
       return False
-    fs.rm_file(path)
-  except FileNotFoundError:
-    return True
-  fs.invalidate_cache(path)
+    # Cloud Storage sends the generation with every download; without it
+    # (not Cloud Storage) the delete is unconditional, as rm_file's is.
+    fs.call('DELETE', 'b/{}/o/{}', bucket, key,
+            ifGenerationMatch=headers.get('x-goog-generation'))
+  except FileNotFoundError:  # Gone already (a retried delete gets 404 too).
+    pass
+  except FileExistsError:  # 412 Precondition Failed: replaced since the read.
+    return False
+  finally:
+    fs.invalidate_cache(path)
   return True
 
 
@@ -220,7 +290,7 @@ def _refuse_or_take_over(path, holder, text):
 def _create(path, text):
   """Creates the lock file with `text`; FileExistsError if it is there."""
   if is_remote(path):
-    fs = _gcs(path)
+    fs = filesystem(path)
     fs.invalidate_cache(path)
     with fs.open(path, 'xb') as f:  # ifGenerationMatch=0: atomic.
       f.write(text.encode())

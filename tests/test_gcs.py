@@ -1,7 +1,11 @@
-"""`--workdir gs://bucket/run` end to end, against a local Cloud Storage
-emulator (gcp-storage-emulator, run in this process): a run killed with
-SIGKILL and launched again ends bitwise where an uninterrupted one does,
---mode=eval reads from the bucket, and a missing bucket is one error line.
+"""gs:// paths end to end, against a local Cloud Storage emulator
+(gcp-storage-emulator, run in this process): a `--workdir gs://bucket/run`
+killed with SIGKILL and launched again ends bitwise where an uninterrupted
+one does, --mode=eval reads from the bucket, and a missing bucket is one
+error line; the lock's takeover is conditional on the generation it read;
+a folder of images on gs:// reads as the same folder on a local disk; the
+feature networks' weights (Inception, classifier) and the reference
+statistics' cache may be on gs://.
 
 Versions verified: gcp-storage-emulator 2026.7.19, gcsfs 2026.10.1,
 etils 1.15.0, tensorstore 0.1.86, orbax-checkpoint 0.12.8, tensorboardX 2.6.5.
@@ -47,14 +51,14 @@ def _free_port():
 
 
 def _patch_emulator():
-  """Three gaps of gcp-storage-emulator 2026.7.19 that the clients hit (only
+  """Four gaps of gcp-storage-emulator 2026.7.19 that the clients hit (only
   the server, in this process, needs them):
   - no x-goog-generation header on downloads: tensorstore's read-modify-write
     of an OCDBT manifest fails now and then with 'Malformed StorageGeneration';
   - no objects.moveTo route: gcsfs tries it on every rename, gets 501,
     retries ~34 s, then copies;
-  - ifGenerationMatch ignored on uploads: the lock's exclusive create would
-    silently overwrite."""
+  - ifGenerationMatch ignored on uploads and deletes: the lock's exclusive
+    create would silently overwrite, its takeover delete a new lock."""
   from http import HTTPStatus  # pylint: disable=g-import-not-at-top
   from gcp_storage_emulator import server as srv  # pylint: disable=g-import-not-at-top
   from gcp_storage_emulator.exceptions import NotFound  # pylint: disable=g-import-not-at-top
@@ -109,8 +113,25 @@ def _patch_emulator():
     response['x-goog-generation'] = str(obj['generation'])
     response['x-goog-metageneration'] = str(obj.get('metageneration', '1'))
 
+  orig_delete = objects.delete
+
+  def delete(request, response, storage, *args, **kwargs):
+    want = request.query.get('ifGenerationMatch')
+    if want:
+      try:
+        current = storage.get_file_obj(request.params['bucket_name'],
+                                       request.params['object_id'])
+      except NotFound:
+        response.status = HTTPStatus.NOT_FOUND
+        return
+      if str(current['generation']) != want[0]:
+        response.status = HTTPStatus.PRECONDITION_FAILED
+        return
+    return orig_delete(request, response, storage, *args, **kwargs)
+
   objects.download = download  # objects.get calls it for alt=media.
-  replace = {orig_insert: insert, orig_download: download}
+  replace = {orig_insert: insert, orig_download: download,
+             orig_delete: delete}
 
   move_route = (r'^/storage/v1/b/(?P<bucket_name>[-.\w]+)/o/'
                 r'(?P<object_id>.*[^/]+)/moveTo/o/(?P<dest_object_id>.*[^/]+)$',
@@ -292,3 +313,226 @@ def test_npz_data_on_gcs(bucket, tiny):
   config.data.path = f'{bucket}/missing.npz'
   with pytest.raises(UserError, match='does not exist'):
     data.build(config, 16, 0, 1)
+
+
+def _put_object(url, gs_path, data):
+  """Uploads `data` to gs_path straight to the server (no gcsfs)."""
+  name, _, key = gs_path[len('gs://'):].partition('/')
+  query = urllib.parse.urlencode({'uploadType': 'media', 'name': key})
+  urllib.request.urlopen(urllib.request.Request(
+      f'{url}/upload/storage/v1/b/{name}/o?{query}', data=data, method='POST',
+      headers={'Content-Type': 'application/octet-stream'})).read()
+
+
+def _generation(url, gs_path):
+  """The object's generation, asked of the server (no cache)."""
+  name, _, key = gs_path[len('gs://'):].partition('/')
+  key = urllib.parse.quote(key, safe='')
+  with urllib.request.urlopen(f'{url}/storage/v1/b/{name}/o/{key}') as r:
+    return json.load(r)['generation']
+
+
+def test_lock_takeover_leaves_a_lock_replaced_after_the_read(
+    gcs_emulator, bucket, monkeypatch):
+  """Between reading a dead run's lock and deleting it, another run takes it
+  over (deletes it, creates its own): the delete must not remove that one.
+  The new lock here has the same text: only its generation tells them apart."""
+  import fsspec  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  lock = f'{bucket}/run/{workdir_lib.LOCK}'
+  text = json.dumps({'host': 'here', 'pid': 1, 'since': 'then'})
+  epath.Path(lock).write_text(text)
+  fs = fsspec.core.url_to_fs(lock)[0]  # The instance the lock code uses.
+  request, replaced = fs._request, []  # pylint: disable=protected-access
+
+  async def replace_after_reading(method, path, *args, **kwargs):
+    out = await request(method, path, *args, **kwargs)
+    where = urllib.parse.unquote(' '.join(map(str, (path, *args))))
+    media = kwargs.get('alt') == 'media' or 'alt=media' in path
+    if method == 'GET' and media and workdir_lib.LOCK in where and not replaced:
+      _put_object(gcs_emulator, lock, text.encode())
+      replaced.append(True)
+    return out
+
+  monkeypatch.setattr(fs, '_request', replace_after_reading)
+  assert not workdir_lib._take_over(lock, text)  # pylint: disable=protected-access
+  assert replaced
+  assert epath.Path(lock).read_text() == text  # The new lock is kept.
+  monkeypatch.undo()
+  assert workdir_lib._take_over(lock, text)  # pylint: disable=protected-access
+  assert not epath.Path(lock).exists()
+
+
+def _write_pngs(root, shape, per_class=3):
+  """`per_class` random PNGs of `shape` (H, W) or (H, W, 3) in each of root/a
+  and root/b, and a file that is not an image; returns root."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  for name in ('a', 'b'):
+    (root / name).mkdir(parents=True)
+    for i in range(per_class):
+      Image.fromarray(rng.randint(0, 256, shape, np.uint8)).save(
+          root / name / f'{i}.png')
+  (root / 'notes.txt').write_text('not an image')
+  return root
+
+
+def _upload(local, url):
+  """Copies the local folder `local` to the gs:// folder `url`."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  for path in sorted(local.rglob('*')):
+    if path.is_file():
+      (epath.Path(url) / path.relative_to(local).as_posix()).write_bytes(
+          path.read_bytes())
+
+
+def test_image_folder_on_gcs_reads_as_the_local_folder(bucket, tmp_path, tiny):
+  from gan_jax import data  # pylint: disable=g-import-not-at-top
+  local = _write_pngs(tmp_path / 'faces', (10, 12, 3))  # Cropped, resized.
+  _upload(local, f'{bucket}/faces')
+  batches = []
+  for path in (str(local), f'{bucket}/faces/'):
+    config = tiny()
+    config.data.name = 'images'
+    config.data.path = path
+    config.data.image_size = 8
+    config.num_classes = 2  # Labels from the class subfolders.
+    images, labels = next(data.build(config, 6, 0, 1))
+    batches.append((np.asarray(images), np.asarray(labels)))
+  (local_images, local_labels), (gcs_images, gcs_labels) = batches
+  assert local_images.shape == (6, 8, 8, 3)
+  assert sorted(local_labels) == [0, 0, 0, 1, 1, 1]
+  np.testing.assert_array_equal(gcs_images, local_images)
+  np.testing.assert_array_equal(gcs_labels, local_labels)
+
+
+def test_gcs_folder_without_images_is_one_error_line(bucket, tmp_path, tiny):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax import data  # pylint: disable=g-import-not-at-top
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  (epath.Path(bucket) / 'notes' / 'readme.txt').write_text('no images here')
+  config = tiny()
+  config.data.name = 'images'
+  config.data.path = f'{bucket}/notes'
+  with pytest.raises(UserError, match='no .png/.jpg/.jpeg files under') as e:
+    data.build(config, 16, 0, 1)
+  assert f'{bucket}/notes' in str(e.value) and '\n' not in str(e.value)
+  missing = f'{bucket}/no-such-folder'
+  result = run_launch(['--config=configs/own_images.py:size=28',
+                       f'--config.data.path={missing}',
+                       f'--workdir={tmp_path / "run"}'])
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  assert f'data.path {missing} does not exist' in errors[0]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+
+
+def test_inception_weights_on_gcs(bucket, tmp_path):
+  """config.eval.inception_weights=gs://...: loaded, hashed as the same file
+  on a local disk is, and kept while the object is not written again."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from gan_jax.metrics import image_metrics  # pylint: disable=g-import-not-at-top
+  from gan_jax.metrics import inception  # pylint: disable=g-import-not-at-top
+  shapes = inception._expected_shapes()  # pylint: disable=protected-access
+  local = tmp_path / 'weights.npz'  # Zeros: 100 KB compressed, not 95 MB.
+  np.savez_compressed(local, **{k: np.zeros(s, np.float32)
+                                for k, s in shapes.items()})
+  url = f'{bucket}/weights/fid_inception.npz'
+  epath.Path(url).write_bytes(local.read_bytes())
+  eval_config = {'inception_weights': url}
+  extractor = image_metrics.get_extractor(eval_config)
+  assert extractor.weights_path == url
+  assert extractor.weights_hash == inception.weights_hash(str(local))
+  assert image_metrics.get_extractor(eval_config) is extractor
+  missing = f'{bucket}/weights/missing.npz'
+  with pytest.raises(UserError, match=f'not found at {missing}'):
+    image_metrics.get_extractor({'inception_weights': missing})
+
+
+def test_reference_cache_on_gcs_is_read_back_not_recomputed(gcs_emulator,
+                                                           bucket):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax.metrics import reference  # pylint: disable=g-import-not-at-top
+  images = np.random.RandomState(0).uniform(-1, 1, (40, 4, 4, 1)).astype(
+      np.float32)
+  calls = []
+
+  def batches_fn(split):
+    calls.append(split)
+    return iter([images[:20], images[20:]])
+
+  def extract(x):
+    return {'pool': x.reshape(len(x), -1)}
+
+  def stats():
+    return reference.reference_stats(
+        extract, batches_fn, dataset=f'images:{bucket}/faces', split='train',
+        resolution=(4, 4), num_images=40, weights_hash='ab' * 32,
+        cache_dir=f'{bucket}/cache/')
+
+  first = stats()
+  assert calls == ['train'] and first.path.startswith(f'{bucket}/cache/')
+  # One object: no temporary one next to it.
+  assert _objects(gcs_emulator, f'{bucket}/cache') == [
+      first.path[len(bucket) + 1:]]
+  again = stats()
+  assert calls == ['train']  # Read back, not recomputed.
+  for name in ('mu', 'sigma', 'features'):
+    np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+  # A cut-off file (what a writer killed mid-write leaves, if it writes in
+  # place) reads as missing: computed and written again.
+  saved = epath.Path(first.path).read_bytes()
+  epath.Path(first.path).write_bytes(saved[:len(saved) // 2])
+  third = stats()
+  assert calls == ['train', 'train']
+  np.testing.assert_array_equal(third.features, first.features)
+  assert epath.Path(first.path).read_bytes() == saved
+
+
+def test_classifier_weights_and_reference_cache_on_gcs(gcs_emulator, bucket,
+                                                       tmp_path):
+  """A run on a gs:// image folder whose clf metrics take the classifier
+  from gs:// and cache the reference statistics there; --mode=eval reads the
+  cache back (the object is not written again) and gets the same number."""
+  from gan_jax.metrics import classifier  # pylint: disable=g-import-not-at-top
+  spec = classifier.Spec(image_shape=(28, 28, 1), num_classes=4,
+                         widths=(8, 16), features=32)
+  classifier.save(str(tmp_path / 'clf'), spec, spec.init(0))  # Untrained.
+  _upload(tmp_path / 'clf', f'{bucket}/clf')
+  _upload(_write_pngs(tmp_path / 'digits', (28, 28), per_class=8),
+          f'{bucket}/digits')
+  workdir = tmp_path / 'run'
+  args = [
+      '--config=configs/mnist_dcgan.py:data=images',
+      f'--config.data.path={bucket}/digits', '--config.g.upsample=resize_conv',
+      '--config.batch_size=8', '--config.num_steps=2',
+      '--config.steps_per_call=1', '--config.log_every=1',
+      '--config.eval_every=2', '--config.checkpoint.every=2',
+      '--config.eval.grid_rows=2', f'--workdir={workdir}',
+      '--config.eval.metrics=fid_clf', '--config.eval.num_samples=32',
+      '--config.eval.num_reference=32', '--config.eval.sample_batch_size=16',
+      f'--config.eval.cache_dir={bucket}/cache',
+      f'--config.eval.classifier_checkpoint={bucket}/clf']
+  result = run_launch(args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir / 'metrics.jsonl') as f:
+    evals = [row for row in map(json.loads, f) if 'fid_clf' in row]
+  assert len(evals) == 1 and np.isfinite(evals[0]['fid_clf'])
+  cached = _objects(gcs_emulator, f'{bucket}/cache')
+  assert len(cached) == 1 and cached[0].endswith('.npz')
+  generation = _generation(gcs_emulator, f'{bucket}/{cached[0]}')
+
+  result = run_launch(args + ['--mode=eval'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir / 'eval_step_2.json') as f:
+    evaluated = json.load(f)
+  assert evaluated['fid_clf'] == evals[0]['fid_clf']
+  # The copy on gs:// hashes as the local checkpoint does.
+  assert evaluated['feature_networks'] == {'classifier': {
+      'path': f'{bucket}/clf',
+      'sha256': classifier.checkpoint_hash(str(tmp_path / 'clf'))}}
+  assert _objects(gcs_emulator, f'{bucket}/cache') == cached
+  assert _generation(gcs_emulator, f'{bucket}/{cached[0]}') == generation

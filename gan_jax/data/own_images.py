@@ -3,11 +3,14 @@
 `config.data.path` names either
 
   * a folder: every .png, .jpg and .jpeg file under it, recursively (sorted by
-    path, so every host numbers them alike). Each image is center-cropped to a
-    square (the shorter side), resized to `image_size` (PIL's antialiased
-    bicubic filter) and converted to `channels` (RGB via PIL's 'L' luminance
-    for 1, gray repeated for 3; alpha is dropped; 16-bit grayscale keeps its
-    top 8 bits). At start-up every file is decoded once, in threads, to find
+    path, so every host numbers them alike). The folder may be on Cloud
+    Storage (`gs://bucket/dir`: listed once, then each file read whole, with
+    one GET, whenever it is decoded); it gives what the same folder on a
+    local disk gives. Each image is center-cropped to a square (the shorter
+    side), resized to `image_size` (PIL's antialiased bicubic filter) and
+    converted to `channels` (RGB via PIL's 'L' luminance for 1, gray
+    repeated for 3; alpha is dropped; 16-bit grayscale keeps its top 8
+    bits). At start-up every file is decoded once, in threads, to find
     the unreadable ones: those are skipped, with one logging.warning that
     counts them and names a few. For very large folders, writing an .npz once
     avoids that scan (and the decoding during training).
@@ -17,6 +20,8 @@
     negative and as in [-1, 1] otherwise (anything outside [-1, 1] is an
     error). The images are used at their stored size: `image_size`, if set,
     must equal H = W.
+
+An .npz may be a `gs://` URL too (read whole, once).
 
 Conditional runs (`config.num_classes > 0`) need labels: in a folder, one
 subfolder per class (root/CLASS/*.png; classes numbered by sorted name), in an
@@ -48,6 +53,7 @@ from absl import logging
 from etils import epath
 from PIL import Image
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
 from gan_jax.errors import UserError
 
@@ -85,10 +91,18 @@ def _decode(image, size, channels):
   return np.asarray(image, np.uint8).reshape(size, size, channels)
 
 
+def _open(path):
+  """`path` opened by PIL; a URL is read whole first (one GET, not the many
+  small reads PIL would make of a remote file)."""
+  if workdir_lib.is_remote(path):
+    return Image.open(io.BytesIO(workdir_lib.read_bytes(path)))
+  return Image.open(path)
+
+
 def _probe(path, size):
   """Decodes `path` once; its channel count (1 or 3), or None if unreadable."""
   try:
-    with Image.open(path) as image:
+    with _open(path) as image:
       channels = _channels_of(image)
       _decode(image, size, channels)
       return channels
@@ -99,7 +113,7 @@ def _probe(path, size):
 
 
 def load_image(path, size, channels):
-  with Image.open(path) as image:
+  with _open(path) as image:
     return _decode(image, size, channels)
 
 
@@ -121,7 +135,10 @@ class FolderSource:
 
 def _folder_labels(root, paths, num_classes):
   """Class of each file: the index of its top-level subfolder, sorted by name."""
-  tops = [os.path.relpath(p, root).split(os.sep)[0] for p in paths]
+  if workdir_lib.is_remote(root):  # list_files' URLs: root/CLASS/...
+    tops = [p[len(root) + 1:].split('/')[0] for p in paths]
+  else:
+    tops = [os.path.relpath(p, root).split(os.sep)[0] for p in paths]
   loose = [p for p, t in zip(paths, tops) if t == os.path.basename(p)]
   if loose:
     raise UserError(
@@ -137,10 +154,12 @@ def _folder_labels(root, paths, num_classes):
 
 
 def _folder(path, size, channels, num_classes):
-  paths = sorted(
-      os.path.join(root, name)
-      for root, _, names in os.walk(path, followlinks=True)
-      for name in names if name.lower().endswith(EXTENSIONS))
+  try:
+    paths = [p for p in workdir_lib.list_files(path)
+             if p.lower().endswith(EXTENSIONS)]
+  except workdir_lib.storage_errors() as e:
+    raise UserError(f'cannot list data.path {path} '
+                    f'({workdir_lib.reason(e, path)})') from None
   if not paths:
     raise UserError(f'no .png/.jpg/.jpeg files under {path} (searched '
                     'recursively); point --config.data.path at a folder of '
@@ -177,9 +196,9 @@ def _folder(path, size, channels, num_classes):
 def _read_npz(path, labels):
   """The `images` array of `path` (and its `labels` array if `labels`)."""
   try:
-    # A gs:// URL is read whole (it is loaded whole anyway) through epath.
-    source = (io.BytesIO(epath.Path(path).read_bytes()) if '://' in path
-              else path)
+    # A gs:// URL is read whole (it is loaded whole anyway).
+    source = (io.BytesIO(workdir_lib.read_bytes(path))
+              if workdir_lib.is_remote(path) else path)
     with np.load(source, allow_pickle=False) as npz:
       if 'images' not in npz.files:
         raise UserError(
@@ -286,21 +305,17 @@ def build(config, host_batch_size, process_index, process_count):
   if not path:
     raise UserError('data.path is not set; pass --config.data.path=P with P a '
                     'folder of .png/.jpg images or an .npz with an images array')
-  remote = '://' in path  # gs://bucket/images.npz
-  if remote:
-    from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if workdir_lib.is_remote(path):  # gs://bucket/images or .../images.npz
+    path = path.rstrip('/')
     try:
       exists = epath.Path(path).exists()
+      folder = exists and epath.Path(path).is_dir()
     except workdir_lib.storage_errors() as e:
       raise UserError(f'cannot read data.path {path} '
                       f'({workdir_lib.reason(e, path)})') from None
   else:
     path = os.path.expanduser(path)
-    exists = os.path.exists(path)
-  if remote and exists and not path.lower().endswith('.npz'):
-    raise UserError(f'data.path {path}: on gs:// only an .npz is read (a '
-                    'folder of images is not yet); pack the images into an '
-                    '.npz with an images array, or copy them to local disk')
+    exists, folder = os.path.exists(path), os.path.isdir(path)
   if not exists:
     raise UserError(f'data.path {path} does not exist; pass '
                     '--config.data.path=P with P a folder of .png/.jpg images '
@@ -314,7 +329,7 @@ def build(config, host_batch_size, process_index, process_count):
     raise UserError(f'data.image_size must be a positive integer, got {size!r}; '
                     'pass --config.data.image_size=N')
   num_classes = pipeline.num_classes(config)
-  if not remote and os.path.isdir(path):
+  if folder:
     source, shape = _folder(path, size, channels, num_classes)
   elif path.lower().endswith('.npz'):
     source, shape = _npz(path, size, channels, num_classes)

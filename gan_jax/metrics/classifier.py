@@ -20,7 +20,9 @@ statistics are keyed by the checkpoint's hash.
 
 A checkpoint is a directory: `params/` (orbax) and `classifier.json` (the
 architecture and how it was trained), the JSON written last, so a directory
-without it is not a (complete) checkpoint.
+without it is not a (complete) checkpoint. It is read from a local directory
+or a `gs://` one (a local one copied there, e.g. `gcloud storage cp -r`);
+tools/train_classifier.py writes local ones.
 """
 import dataclasses
 import functools
@@ -35,7 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 
 SPEC_FILE = 'classifier.json'
@@ -118,14 +122,25 @@ def _damaged_error(path, e):
 
 
 def resolve_path(path):
-  """`config.eval.classifier_checkpoint` as an absolute path, or UserError."""
+  """`config.eval.classifier_checkpoint` as an absolute path (a `gs://` URL
+  as it is), or UserError."""
   if not path:
     raise UserError(
         'config.eval.classifier_checkpoint is empty: the *_clf metrics need a '
         f'classifier; train one with `{TRAIN_COMMAND}` and set '
         'config.eval.classifier_checkpoint=DIR')
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.isfile(os.path.join(path, SPEC_FILE)):
+  if workdir_lib.is_remote(path):
+    path = path.rstrip('/')
+    try:
+      found = epath.Path(f'{path}/{SPEC_FILE}').is_file()
+    except workdir_lib.storage_errors() as e:
+      raise UserError(f'cannot read the classifier checkpoint {path} '
+                      f'({workdir_lib.reason(e, path)}); check the bucket and '
+                      'its credentials') from None
+  else:
+    path = os.path.abspath(os.path.expanduser(path))
+    found = os.path.isfile(os.path.join(path, SPEC_FILE))
+  if not found:
     raise _missing_error(path)
   return path
 
@@ -158,8 +173,7 @@ def load(path):
   """(spec, params as numpy, the whole JSON) of the checkpoint at `path`."""
   path = resolve_path(path)
   try:
-    with open(os.path.join(path, SPEC_FILE)) as f:
-      content = json.load(f)
+    content = json.loads(workdir_lib.read_bytes(f'{path}/{SPEC_FILE}'))
     if content.get('format') != FORMAT:
       raise ValueError(f'format {content.get("format")!r}, expected {FORMAT}')
     spec = Spec(image_shape=tuple(int(d) for d in content['image_shape']),
@@ -169,7 +183,7 @@ def load(path):
     template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
                             spec.shapes())
     with ocp.StandardCheckpointer() as ckptr:
-      params = ckptr.restore(os.path.join(path, PARAMS_DIR), template)
+      params = ckptr.restore(f'{path}/{PARAMS_DIR}', template)
   except Exception as e:  # pylint: disable=broad-except
     # json, KeyError, orbax's many kinds for truncated or mismatched files.
     raise _damaged_error(path, e) from None
@@ -177,24 +191,19 @@ def load(path):
 
 
 def _signature(path):
-  """(relative path, size, mtime) of every file: what the hash depends on."""
-  out = []
-  for root, _, files in os.walk(path):
-    for name in files:
-      full = os.path.join(root, name)
-      st = os.stat(full)
-      out.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
-  return tuple(sorted(out))
+  """(relative path, version) of every file (workdir.version: mtime or
+  generation, and size): what the hash depends on."""
+  return tuple((full[len(path) + 1:].replace(os.sep, '/'),
+                workdir_lib.version(full))
+               for full in workdir_lib.list_files(path))
 
 
 @functools.lru_cache(maxsize=8)
 def _hash(path, signature):
   digest = hashlib.sha256(b'gan_jax classifier')
-  for rel, _, _ in signature:
+  for rel, _ in signature:
     digest.update(rel.encode() + b'\0')
-    with open(os.path.join(path, rel), 'rb') as f:
-      for block in iter(lambda: f.read(1 << 20), b''):
-        digest.update(block)
+    digest.update(workdir_lib.read_bytes(f'{path}/{rel}'))
   return digest.hexdigest()
 
 

@@ -58,12 +58,12 @@ draws and embeds its share of the images, the features are gathered
 import dataclasses
 import functools
 import logging
-import os
 
 import jax
 import numpy as np
 from scipy import linalg
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 from gan_jax.metrics import classifier
 from gan_jax.metrics import inception
@@ -378,11 +378,11 @@ def spaces(names):
 
 
 @functools.lru_cache(maxsize=2)
-def _extractor(weights_path, batch_size, mtime):
+def _extractor(weights_path, batch_size, version):
   # Kept between evaluations: loading the weights and compiling the network
-  # take longer than a 10k-image evaluation on an accelerator. `mtime`: a
+  # take longer than a 10k-image evaluation on an accelerator. `version`: a
   # re-converted file is loaded again (its hash keys the reference stats).
-  del mtime
+  del version
   return inception.FeatureExtractor(weights_path, batch_size)
 
 
@@ -390,7 +390,7 @@ def _inception_extractor(eval_config):
   path = inception.resolve_weights_path(field(eval_config,
                                                'inception_weights'))
   return _extractor(path, field(eval_config, 'inception_batch_size'),
-                    os.stat(path).st_mtime_ns)
+                    workdir_lib.version(path))
 
 
 def _classifier_extractor(eval_config):

@@ -16,16 +16,24 @@ file is pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` converted once by
 Inputs are NHWC float images in [-1, 1] at any resolution; `resize` brings them
 to 299x299 like pytorch-fid's `F.interpolate(mode='bilinear',
 align_corners=False)` (no antialiasing, also when shrinking).
+
+`config.eval.inception_weights` may be a local path or a `gs://` URL (read
+whole, ~95 MB, when an extractor is made, and again for its sha256 only when
+the object's generation changes).
 """
 import functools
 import hashlib
+import io
 import os
+import zipfile
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 
 INPUT_SIZE = 299
@@ -298,8 +306,20 @@ def resolve_weights_path(path):
   """The weights file of `config.eval.inception_weights`, or a UserError.
 
   The error is one line saying where to get pytorch-fid's file and how to
-  convert it, since nothing here can download it.
+  convert it, since nothing here can download it. A `gs://` URL is returned
+  as it is if the object is there.
   """
+  if path and workdir_lib.is_remote(path):
+    try:
+      if epath.Path(path).is_file():
+        return path
+    except workdir_lib.storage_errors() as e:
+      raise UserError(f'cannot read the Inception weights {path} '
+                      f'({workdir_lib.reason(e, path)}); check the bucket and '
+                      'its credentials') from None
+    raise UserError(f'Inception weights not found at {path}: download '
+                    f'{WEIGHTS_URL}, run `{CONVERT_COMMAND} OUT.npz` and '
+                    f'`gcloud storage cp OUT.npz {path}`')
   target = os.path.expanduser(path) if path else os.path.expanduser(
       DEFAULT_WEIGHTS)
   if path and os.path.isfile(target):
@@ -317,20 +337,22 @@ def load_variables(path):
   """The Flax variables {"params", "batch_stats"} (numpy) of a converted .npz."""
   path = resolve_weights_path(path)
   try:
-    with np.load(path) as data:
+    source = (io.BytesIO(workdir_lib.read_bytes(path))
+              if workdir_lib.is_remote(path) else path)
+    with np.load(source) as data:
       flat = {k: data[k] for k in data.files}
     _check_shapes(flat)
-  except (OSError, ValueError) as e:
+  except (*workdir_lib.storage_errors(), zipfile.BadZipFile) as e:
     raise UserError(f'{path} is not a converted FID Inception weights file '
                     f'({e}); make it with `{CONVERT_COMMAND} {path}`') from e
   return _unflatten(flat)
 
 
 @functools.lru_cache(maxsize=8)
-def _file_hash(path, mtime, size):
-  del mtime, size  # Only the cache key: a rewritten file is hashed again.
+def _file_hash(path, version):
+  del version  # Only the cache key: a rewritten file is hashed again.
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
       digest.update(block)
   return digest.hexdigest()
@@ -339,8 +361,9 @@ def _file_hash(path, mtime, size):
 def weights_hash(path):
   """sha256 of the weights file: part of the reference statistics' cache key."""
   path = resolve_weights_path(path)
-  st = os.stat(path)
-  return _file_hash(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+  if not workdir_lib.is_remote(path):
+    path = os.path.abspath(path)
+  return _file_hash(path, workdir_lib.version(path))
 
 
 # --- Feature extraction ------------------------------------------------------

@@ -21,15 +21,24 @@ old ones.
 In a multi-host run every host embeds its own shard of the real images
 (shards.py) and process 0, which computes the metrics, alone reads and
 writes the file: the other hosts need not see cache_dir (~ is per host).
+
+cache_dir may be a `gs://` URL. The file appears whole or not at all (a
+local file is renamed into place, an object is uploaded in one request:
+workdir.upload), so a writer killed mid-write leaves no file that reads as
+valid; one that cannot be read as the key's statistics counts as missing and
+is computed and written again.
 """
 import dataclasses
 import hashlib
+import io
 import os
 import re
+import zipfile
 
 import jax
 import numpy as np
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 from gan_jax.metrics import shards
 
@@ -81,23 +90,30 @@ def _metadata(dataset, split, resolution, num_images, weights_hash):
 def _load(path, meta):
   """The stats in `path`, or None if it is missing, unreadable or stale."""
   try:
-    with np.load(path) as data:
+    with np.load(io.BytesIO(workdir_lib.read_bytes(path))) as data:
       for k, v in meta.items():
         if not np.array_equal(data[k], v):
           return None
       return ReferenceStats(mu=data['mu'], sigma=data['sigma'],
                             features=data['features'], path=path)
-  except (OSError, KeyError, ValueError, EOFError):
+  except (*workdir_lib.storage_errors(), KeyError, EOFError,
+          zipfile.BadZipFile):
     return None
 
 
 def _save(path, stats, meta):
-  # Write then rename: another process (or a killed run) never leaves a
-  # half-written file under the final name.
+  # Whole or not at all, also when this process is killed mid-write.
+  arrays = dict(mu=stats.mu, sigma=stats.sigma, features=stats.features,
+                **meta)
+  if workdir_lib.is_remote(path):  # One upload.
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    workdir_lib.upload(path, buffer.getvalue())
+    return
+  # Written under another name, then renamed.
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f'{path}.{os.getpid()}.tmp.npz'
-  np.savez(tmp, mu=stats.mu, sigma=stats.sigma, features=stats.features,
-           **meta)
+  np.savez(tmp, **arrays)
   os.replace(tmp, path)
 
 
@@ -155,8 +171,8 @@ def _store(path, stats, meta):
   if jax.process_index() == 0:
     try:
       _save(path, stats, meta)
-    except OSError as e:
-      error = str(e)
+    except workdir_lib.storage_errors() as e:
+      error = workdir_lib.reason(e, path)
   error = shards.broadcast(error)
   if error:
     raise UserError(f'cannot write reference statistics to {path} ({error}); '
@@ -179,11 +195,15 @@ def reference_stats(extract, batches_fn, *, dataset, split, resolution,
       called only when the statistics are not cached yet.
     dataset, split, resolution (H, W), num_images, weights_hash (the
       extractor's): the key.
-    cache_dir: where the .npz files go; '' for ~/.cache/gan_jax/reference.
+    cache_dir: where the .npz files go (a folder or a `gs://` URL); '' for
+      ~/.cache/gan_jax/reference.
   """
-  cache_dir = os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR)
+  cache_dir = cache_dir or DEFAULT_CACHE_DIR
   key = cache_key(dataset, split, resolution, num_images, weights_hash)
-  path = os.path.join(cache_dir, key + '.npz')
+  if workdir_lib.is_remote(cache_dir):
+    path = f'{cache_dir.rstrip("/")}/{key}.npz'
+  else:
+    path = os.path.join(os.path.expanduser(cache_dir), key + '.npz')
   meta = _metadata(dataset, split, resolution, num_images, weights_hash)
   stats = _load(path, meta) if jax.process_index() == 0 else None
   if shards.broadcast(stats is not None):
