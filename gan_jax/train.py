@@ -330,6 +330,29 @@ def _loop(config, workdir, data_iter, state, ckpt, writer, stop):
   return state
 
 
+def _saved_steps(config, workdir, steps, verb):
+  """(Checkpointer, the steps to `verb`): `steps` (a list, or 'all' kept),
+  by default the latest or `config.resume_from_step`. UserError when the
+  workdir has no checkpoints, or not at those steps."""
+  if not (epath.Path(workdir) / 'checkpoints').is_dir():
+    raise UserError(f'no checkpoints in {workdir} to {verb}; pass the '
+                    '--workdir of a run')
+  ckpt = checkpoint.Checkpointer(workdir, config)
+  kept = ckpt.all_steps()
+  if not kept:
+    raise UserError(f'no checkpoints in {ckpt.directory} to {verb}; pass '
+                    'the --workdir of a run that has saved one')
+  if steps == 'all':
+    steps = kept
+  elif not steps:
+    steps = [config.resume_from_step or kept[-1]]
+  missing = [s for s in steps if s not in kept]
+  if missing:
+    raise UserError(f'no checkpoint at step(s) {missing} in {ckpt.directory}; '
+                    f'it has steps {kept}')
+  return ckpt, steps
+
+
 def evaluate_checkpoint(config, workdir, steps=None):
   """Evaluates checkpoints of the run in `workdir`: the latest (or
   `config.resume_from_step`), or each of `steps` (a list, or 'all' for every
@@ -346,22 +369,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
   """
   checks.validate(config)
   evaluate.check(config)
-  if not (epath.Path(workdir) / 'checkpoints').is_dir():
-    raise UserError(f'no checkpoints in {workdir} to evaluate; pass the '
-                    '--workdir of a run')
-  ckpt = checkpoint.Checkpointer(workdir, config)
-  kept = ckpt.all_steps()
-  if not kept:
-    raise UserError(f'no checkpoints in {ckpt.directory} to evaluate; pass '
-                    'the --workdir of a run that has saved one')
-  if steps == 'all':
-    steps = kept
-  elif not steps:
-    steps = [config.resume_from_step or kept[-1]]
-  missing = [s for s in steps if s not in kept]
-  if missing:
-    raise UserError(f'no checkpoint at step(s) {missing} in {ckpt.directory}; '
-                    f'it has steps {kept}')
+  ckpt, steps = _saved_steps(config, workdir, steps, 'evaluate')
   data_iter, template = _data_and_state(config)
   generate = sampling.make_generate(config)
   writers.check_history(workdir)
