@@ -2,6 +2,10 @@
 
 Any config field can be overridden: --config.batch_size=128 --config.loss.name=hinge
 
+A trained run: --mode=eval evaluates a checkpoint, --mode=sample writes
+samples of one to an .npz (`--num_samples`, `--sample_seed`, `--out`); both
+take the run's own config (WORKDIR/config.json) when --config is not given.
+
 Several hosts: run the same command on each, adding --multihost on Cloud TPU
 VMs, or --coordinator_address/--num_processes/--process_id elsewhere
 (gan_jax/distributed.py).
@@ -27,13 +31,23 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, metrics and samples go; a run resumes '
     'from it. Default: runs/<config>_<time>.')
 _MODE = flags.DEFINE_enum(
-    'mode', 'train', ['train', 'eval'], 'train: train (or resume) the run in '
-    '--workdir. eval: evaluate its latest checkpoint (or '
+    'mode', 'train', ['train', 'eval', 'sample'], 'train: train (or resume) '
+    'the run in --workdir. eval: evaluate its latest checkpoint (or '
     '--config.resume_from_step=N, or --eval_steps) and write '
-    'eval_step_N.json.')
+    'eval_step_N.json. sample: write --num_samples samples of that '
+    'checkpoint to --out. eval and sample read the run\'s config.json when '
+    'there is no --config.')
 _EVAL_STEPS = flags.DEFINE_string(
     'eval_steps', None, "With --mode=eval: the checkpoint steps to evaluate, "
     "comma-separated (1000,2000), or 'all' that the run kept.")
+_NUM_SAMPLES = flags.DEFINE_integer(
+    'num_samples', 64, 'With --mode=sample: how many samples to write.')
+_SAMPLE_SEED = flags.DEFINE_integer(
+    'sample_seed', 0, 'With --mode=sample: the seed of the noise; the same '
+    'checkpoint and seed give the same samples.')
+_OUT = flags.DEFINE_string(
+    'out', None, 'With --mode=sample: the .npz to write (images also get a '
+    'PNG grid beside it, FILE.png). Default: WORKDIR/samples_step_N.npz.')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Start jax.distributed, detecting the coordinator, the '
     'number of processes and the process id (Cloud TPU VMs, SLURM, Open MPI).')
@@ -133,6 +147,10 @@ def _main(argv):
           'on a filesystem they all see')
   if _EVAL_STEPS.value is not None and _MODE.value != 'eval':
     _fail('--eval_steps goes with --mode=eval')
+  given = [f'--{f}' for f in ('num_samples', 'sample_seed', 'out')
+           if flags.FLAGS[f].present]
+  if given and _MODE.value != 'sample':
+    _fail(f'{"/".join(given)} goes with --mode=sample')
   from gan_jax import backend  # pylint: disable=g-import-not-at-top
   backend.check()  # 'backend gpu: 8 x NVIDIA H100 ...', or a GPU left unused.
   from gan_jax import train  # pylint: disable=g-import-not-at-top
@@ -156,6 +174,12 @@ def _main(argv):
       workdir_lib.check_readable(workdir)
     if _MODE.value == 'eval':
       train.evaluate_checkpoint(config, workdir, _eval_steps(_EVAL_STEPS.value))
+    elif _MODE.value == 'sample':
+      out = _OUT.value
+      if out and '://' not in out:
+        out = os.path.expanduser(out)
+      train.sample_checkpoint(config, workdir, _NUM_SAMPLES.value,
+                              _SAMPLE_SEED.value, out)
     else:
       train.train_and_evaluate(config, workdir)
   except UserError as e:
@@ -173,14 +197,41 @@ def _eval_steps(value):
                     ) from None
 
 
+def _flag_value(argv, name):
+  """The last value of `--name=V` or `--name V` in argv, or None."""
+  value = None
+  for i, a in enumerate(argv):
+    if a.startswith(f'--{name}='):
+      value = a.split('=', 1)[1]
+    elif a == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
 def _config_source(argv):
   """The `--config` value (path[:arg]) in argv, or None."""
-  for i, a in enumerate(argv):
-    if a.startswith('--config='):
-      return a.split('=', 1)[1]
-    if a == '--config' and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
+  return _flag_value(argv, 'config')
+
+
+_RUN_CONFIG = os.path.join(_ROOT, 'gan_jax', 'run_config.py')
+
+
+def _with_run_config(argv):
+  """`argv`, with the run's own config (`--config=gan_jax/run_config.py:
+  WORKDIR`, its config.json) where --mode=eval or sample has no --config.
+
+  It goes first, before any --config.x=... override of it.
+  """
+  mode = _flag_value(argv, 'mode')
+  if mode not in ('eval', 'sample'):
+    return argv
+  workdir = _flag_value(argv, 'workdir')
+  if not workdir:
+    _fail(f'--mode={mode} needs --workdir: the run to '
+          f'{"evaluate" if mode == "eval" else "sample from"}')
+  if _config_source(argv) is not None:
+    return argv
+  return [argv[0], f'--config={_RUN_CONFIG}:{workdir}', *argv[1:]]
 
 
 def _unknown_field(argv):
@@ -208,10 +259,14 @@ def _unknown_field(argv):
 
 
 def parse_flags(argv):
-  """absl's parser, with config errors reported in one line instead of a traceback."""
+  """absl's parser, with config errors reported in one line instead of a
+  traceback."""
+  argv = _with_run_config(argv)
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, UserError):  # gan_jax/run_config.py: no run's config.
+      _fail(str(e))
     message = None
     if isinstance(e, (AttributeError, KeyError)):
       try:

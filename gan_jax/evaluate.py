@@ -177,6 +177,12 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   return {f'{name}{tag}': value for name, value in results.items()}
 
 
+def sample_batch_size(config):
+  """The noise batch of the numbered samples (`sampling.make_sample_rows`)
+  that the image metrics and --mode=sample draw: `eval.sample_batch_size`."""
+  return image_metrics.field(config.eval, 'sample_batch_size')
+
+
 def _image_metrics(config, generate, g_state, key):
   """The image metrics of `config.eval` ({} if none), the same on every host.
 
@@ -188,8 +194,7 @@ def _image_metrics(config, generate, g_state, key):
     return {}
   rows = getattr(generate, 'sample_rows', None) or functools.partial(
       sampling.rows_from, generate)
-  sample_rows = rows(g_state, key,
-                     image_metrics.field(config.eval, 'sample_batch_size'))
+  sample_rows = rows(g_state, key, sample_batch_size(config))
   return image_metrics.evaluate_samples(
       config.eval, sample_rows, lambda split: _real_batches(config, split),
       _dataset_key(config))

@@ -3,7 +3,8 @@
 `make_generate` draws a few samples on one device (pictures, toy data). The
 image metrics draw numbered samples, `sample_rows(start, stop)`, sample i
 always the same whoever draws it: `make_sample_rows` on all of this
-process's devices, `rows_from` from any `generate` function.
+process's devices, `rows_from` from any `generate` function. `draw` puts
+samples 0 .. num-1 together from every process's share (--mode=sample).
 """
 import functools
 
@@ -12,6 +13,7 @@ import jax
 import numpy as np
 
 from gan_jax import labels as labels_lib
+from gan_jax.metrics import shards
 
 
 def make_generate(config):
@@ -76,6 +78,12 @@ def _sharded_apply(model, conditional, devices):
                   out_shardings=rows), rows, replicated)
 
 
+def row_labels(start, stop, batch, classes):
+  """The labels of samples start .. stop-1 of `make_sample_rows`: row i of
+  its noise batch has `eval_labels`' label i % classes (int32)."""
+  return ((np.arange(start, stop) % batch) % classes).astype(np.int32)
+
+
 def make_sample_rows(config, g, key, batch, devices=None):
   """`sample_rows(start, stop) -> float32 numpy [stop - start, ...]`: samples
   start .. stop-1 of G (one copy of its NetState), on `devices` (default:
@@ -103,10 +111,35 @@ def make_sample_rows(config, g, key, batch, devices=None):
     z = np.concatenate([np.asarray(_noise(key, b, batch, config.z_dim))
                         for b in range(first, last + 1)])
     z = z[start - first * batch:stop - first * batch]
-    labels = (np.arange(start, stop) % batch) % max(classes, 1)
+    labels = row_labels(start, stop, batch, max(classes, 1))
     pad = padded - len(z)
     z = np.pad(z, ((0, pad), (0, 0)))
     labels = np.pad(labels, (0, pad)).astype(np.int32)
     z, labels = jax.device_put((z, labels), rows)  # Not numpy: sharded.
     return np.asarray(apply(variables, z, labels))[:stop - start]
   return sample_rows
+
+
+def draw(config, g, key, num, batch):
+  """(samples, labels) 0 .. num-1 of `make_sample_rows(config, g, key,
+  batch)` as numpy on every process: float32 `[num, ...]`, and int32 `[num]`
+  for a conditional G (else None).
+
+  Each process draws its share of the rows on its own devices and the shares
+  are gathered (gan_jax/metrics/shards.py), as the image metrics do; so the
+  samples do not depend on the number of hosts or devices, nor on `num`
+  (sample i is the same in a larger draw).
+  """
+  sample_rows = make_sample_rows(config, g, key, batch)
+  per = shards.chunk_size(num, batch)
+  mine = shards.rows(num, per)
+  pieces = []
+  for lo in range(0, len(mine), per):  # Each piece: consecutive rows.
+    start, stop = int(mine[lo]), int(mine[min(lo + per, len(mine)) - 1]) + 1
+    pieces.append(np.asarray(sample_rows(start, stop), np.float32))
+  if not pieces:  # Fewer samples than hosts: none here, but their shape.
+    pieces.append(np.asarray(sample_rows(0, 1), np.float32)[:0])
+  samples = shards.gather({'samples': np.concatenate(pieces)}, num,
+                          per)['samples']
+  classes = labels_lib.num_classes(config)
+  return samples, (row_labels(0, num, batch, classes) if classes else None)

@@ -4,9 +4,14 @@ Builds the data, models and state, restores the latest checkpoint in `workdir`
 if there is one, then runs the pmapped train step over all local devices,
 logging every `config.log_every`, evaluating every `config.eval_every` and
 checkpointing every `config.checkpoint.every` steps and at the end.
+
+A trained run's checkpoints: `evaluate_checkpoint` (--mode=eval) and
+`sample_checkpoint` (--mode=sample), restored the same way.
 """
 import contextlib
+import errno
 import json
+import os
 import signal
 import threading
 import time
@@ -24,15 +29,19 @@ from gan_jax import data
 from gan_jax import distributed
 from gan_jax import diversity
 from gan_jax import evaluate
+from gan_jax import labels as labels_lib
 from gan_jax import models
 from gan_jax import nonfinite
+from gan_jax import plots
 from gan_jax import sampling
+from gan_jax import standing_stats
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.axis import AXIS
 from gan_jax.errors import UserError
+from gan_jax.metrics import shards
 
 
 def _device_sharding(devices):
@@ -330,6 +339,29 @@ def _loop(config, workdir, data_iter, state, ckpt, writer, stop):
   return state
 
 
+def _saved_steps(config, workdir, steps, verb):
+  """(Checkpointer, the steps to `verb`): `steps` (a list, or 'all' kept),
+  by default the latest or `config.resume_from_step`. UserError when the
+  workdir has no checkpoints, or not at those steps."""
+  if not (epath.Path(workdir) / 'checkpoints').is_dir():
+    raise UserError(f'no checkpoints in {workdir} to {verb}; pass the '
+                    '--workdir of a run')
+  ckpt = checkpoint.Checkpointer(workdir, config)
+  kept = ckpt.all_steps()
+  if not kept:
+    raise UserError(f'no checkpoints in {ckpt.directory} to {verb}; pass '
+                    'the --workdir of a run that has saved one')
+  if steps == 'all':
+    steps = kept
+  elif not steps:
+    steps = [config.resume_from_step or kept[-1]]
+  missing = [s for s in steps if s not in kept]
+  if missing:
+    raise UserError(f'no checkpoint at step(s) {missing} in {ckpt.directory}; '
+                    f'it has steps {kept}')
+  return ckpt, steps
+
+
 def evaluate_checkpoint(config, workdir, steps=None):
   """Evaluates checkpoints of the run in `workdir`: the latest (or
   `config.resume_from_step`), or each of `steps` (a list, or 'all' for every
@@ -346,22 +378,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
   """
   checks.validate(config)
   evaluate.check(config)
-  if not (epath.Path(workdir) / 'checkpoints').is_dir():
-    raise UserError(f'no checkpoints in {workdir} to evaluate; pass the '
-                    '--workdir of a run')
-  ckpt = checkpoint.Checkpointer(workdir, config)
-  kept = ckpt.all_steps()
-  if not kept:
-    raise UserError(f'no checkpoints in {ckpt.directory} to evaluate; pass '
-                    'the --workdir of a run that has saved one')
-  if steps == 'all':
-    steps = kept
-  elif not steps:
-    steps = [config.resume_from_step or kept[-1]]
-  missing = [s for s in steps if s not in kept]
-  if missing:
-    raise UserError(f'no checkpoint at step(s) {missing} in {ckpt.directory}; '
-                    f'it has steps {kept}')
+  ckpt, steps = _saved_steps(config, workdir, steps, 'evaluate')
   data_iter, template = _data_and_state(config)
   generate = sampling.make_generate(config)
   writers.check_history(workdir)
@@ -388,3 +405,95 @@ def evaluate_checkpoint(config, workdir, steps=None):
     writer.close()
     ckpt.close()
   return evaluated
+
+
+def _out_problem(out):
+  """Why the .npz `out` (and the PNG beside it) cannot be written, or None."""
+  if not str(out).endswith('.npz'):
+    return f'--out={out}: give a file name ending in .npz'
+  path = epath.Path(out)
+  probe = path.parent / f'.write_test_{os.getpid()}'
+  try:
+    if path.is_dir():
+      raise IsADirectoryError(errno.EISDIR, 'a folder of that name is in the '
+                              'way')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+  except workdir_lib.storage_errors() as e:
+    return (f'cannot write {out} ({workdir_lib.reason(e, out)}); pass an --out '
+            'you can write to')
+  return None
+
+
+def _sample_grid(config, samples):
+  """The first images in a grid of `eval.grid_rows` rows (default 8): as many
+  per row, or one column per class for a conditional run."""
+  rows = config.eval.get('grid_rows', 8)
+  return plots.image_grid(samples, rows,
+                          cols=labels_lib.num_classes(config) or rows)
+
+
+def sample_checkpoint(config, workdir, num_samples, seed=0, out=None):
+  """Writes `num_samples` samples of a checkpoint of the run in `workdir`
+  (the latest, or `config.resume_from_step`) to the .npz `out`, by default
+  WORKDIR/samples_step_N.npz. Returns (its path, {name: array} written).
+
+  The samples are the sampling generator's, as evaluation has it: the EMA
+  weights when `config.ema` is on (with `config.eval.ema=False` the trained
+  G, and the default file is samples_step_N_raw.npz), its BatchNorm averages
+  recomputed when `config.eval.standing_stats` says so. The arrays:
+  `samples`, float32 (toy data: points [N, 2]; images [N, H, W, C] in
+  [-1, 1]), `step`, and for a conditional run `labels` (int32: i %
+  num_classes within each noise batch, class balanced, as the image metrics
+  draw them). Images also get a grid of the first ones beside it, FILE.png.
+
+  Sample i is noise row i of the batches of `eval.sample_batch_size` drawn
+  from PRNGKey(`seed`) (`sampling.make_sample_rows`): the same checkpoint and
+  seed give the same file, byte for byte, and seed `eval.seed` gives the
+  samples the image metrics evaluate. Nothing else is written, and no lock is
+  taken (as `evaluate_checkpoint`). Every process of a multi-host run draws
+  its share of the samples; process 0 writes them.
+  """
+  if num_samples < 1:
+    raise UserError(f'--num_samples={num_samples}: ask for 1 or more samples')
+  if not 0 <= seed < 2**32:
+    raise UserError(f'--sample_seed={seed}: give a seed in [0, 2**32)')
+  checks.validate(config)
+  if config.eval.get('metrics'):  # Samples need no Inception or classifier.
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.eval.metrics = ''
+  evaluate.check(config)
+  ckpt, (step,) = _saved_steps(config, workdir, None, 'sample')
+  try:
+    data_iter, template = _data_and_state(config)
+    state = _restore(ckpt, config, template, data_iter, set_aside=False,
+                     step=step)
+  finally:
+    ckpt.close()
+  g, tag = evaluate.generator(config, state)
+  out = out or f'{workdir_lib.absolute(workdir)}/samples_step_{step}{tag}.npz'
+  problem = shards.broadcast(
+      _out_problem(out) if jax.process_index() == 0 else None)
+  if problem:
+    raise UserError(problem)
+  g = standing_stats.recompute(config, g, config.eval.get('standing_stats', 0))
+  samples, labels = sampling.draw(config, g, jax.random.PRNGKey(seed),
+                                  num_samples, evaluate.sample_batch_size(config))
+  arrays = {'samples': samples, 'step': np.int64(step)}
+  if labels is not None:
+    arrays['labels'] = labels
+  if jax.process_index() == 0:
+    png = epath.Path(out).with_suffix('.png')
+    try:
+      writers.save_npz(out, arrays)
+      if samples.ndim == 4:
+        plots.save_png(_sample_grid(config, samples), png)
+    except workdir_lib.storage_errors() as e:
+      raise UserError(f'cannot write {out} ({workdir_lib.reason(e, out)}); '
+                      'pass an --out you can write to') from None
+    logging.info('Wrote %d samples of step %d%s to %s%s.', num_samples, step,
+                 ' (the trained G, not the EMA)' if tag else '', out,
+                 f' and {png}' if samples.ndim == 4 else '')
+  return out, arrays

@@ -10,11 +10,14 @@ to: there `metrics.jsonl` is kept in memory and the object rewritten at each
 `write_scalars`, and TensorBoard's event files are written through
 `etils.epath` (tensorboardX's own Cloud Storage writer needs
 google-cloud-storage and hangs at exit retrying an upload).
+
+`save_npz` writes the samples of --mode=sample (gan_jax/train.py).
 """
 import io
 import json
 import os
 import sys
+import zipfile
 
 import jax
 import numpy as np
@@ -25,6 +28,8 @@ from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 
 HISTORY = 'metrics.jsonl'
+# The time every member of an .npz is stamped with (`save_npz`).
+_NPZ_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def check_history(workdir):
@@ -177,3 +182,18 @@ class MetricWriter:
     if self.active:
       self._jsonl.close()
       self._tb.close()
+
+
+def save_npz(path, arrays):
+  """Writes {name: array} to `path` (local or gs://) as numpy's `savez` does,
+  but the same arrays give the same bytes: savez stamps each member with the
+  time of writing. Written to PATH.tmp, then renamed over `path`."""
+  path = epath.Path(path)
+  tmp = path.parent / f'{path.name}.tmp'
+  with tmp.open('wb') as f, zipfile.ZipFile(f, 'w') as archive:
+    for name, value in arrays.items():
+      info = zipfile.ZipInfo(f'{name}.npy', date_time=_NPZ_TIME)
+      info.external_attr = 0o644 << 16  # rw-r--r-- when unzipped.
+      with archive.open(info, 'w', force_zip64=True) as member:
+        np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+  tmp.replace(path)

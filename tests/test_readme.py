@@ -3,8 +3,10 @@
 Every ```python block of README.md runs as written, in a fresh process from
 the repository root on CPU, with its workdir (the string 'runs/...') moved to
 a temporary folder; every `python launch.py` line of a ```bash block runs the
-same way with a few tiny-run overrides appended. So a recipe that stops
-working fails here.
+same way with a few tiny-run overrides appended. A `--mode=eval` or
+`--mode=sample` command runs, as written, after the commands before it with
+the same --workdir (the run it reads), in the same temporary folder. So a
+recipe that stops working fails here.
 """
 import glob
 import json
@@ -84,9 +86,29 @@ def _check_trained(workdir):
   assert os.listdir(os.path.join(workdir, 'checkpoints')), workdir
 
 
+def _flag(argv, name):
+  """The value of `--name V` / `--name=V` in `argv`, or None."""
+  for i, a in enumerate(argv):
+    if a.startswith(f'--{name}='):
+      return a.split('=', 1)[1]
+    if a == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def launch_runs(commands):
+  """`commands` grouped by their --workdir, in README order: a run's
+  training, then the commands that read it (--mode=eval/sample)."""
+  runs = {}
+  for i, argv in enumerate(commands):
+    runs.setdefault(_flag(argv, 'workdir') or i, []).append(argv)
+  return list(runs.values())
+
+
 README_TEXT = _read(README)
 PYTHON_BLOCKS = code_blocks(README_TEXT, 'python')
 LAUNCH_COMMANDS = launch_commands(README_TEXT)
+LAUNCH_RUNS = launch_runs(LAUNCH_COMMANDS)
 
 
 def test_readme_is_a_quickstart():
@@ -161,14 +183,26 @@ def _without_workdir(argv):
   return out
 
 
-@pytest.mark.parametrize('index', range(len(LAUNCH_COMMANDS)))
+def _check_read(workdir, mode):
+  """An eval or sample command wrote its file."""
+  pattern = 'eval_step_*.json' if mode == 'eval' else 'samples_step_*.npz'
+  assert glob.glob(os.path.join(workdir, pattern)), (workdir, pattern)
+
+
+@pytest.mark.parametrize('index', range(len(LAUNCH_RUNS)))
 def test_readme_launch_command_runs(index, tmp_path):
-  argv = _without_workdir(LAUNCH_COMMANDS[index])
   workdir = str(tmp_path / 'run')
-  result = subprocess.run(
-      [sys.executable, 'launch.py', *argv, '--workdir', workdir, *TINY_LAUNCH],
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
-  assert result.returncode == 0, (
-      f'README command failed: python launch.py {" ".join(argv)}\n'
-      f'{result.stderr[-4000:]}')
-  _check_trained(workdir)
+  for argv in LAUNCH_RUNS[index]:
+    mode = _flag(argv, 'mode') or 'train'
+    argv = _without_workdir(argv)
+    tiny = TINY_LAUNCH if mode == 'train' else []
+    result = subprocess.run(
+        [sys.executable, 'launch.py', *argv, '--workdir', workdir, *tiny],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, (
+        f'README command failed: python launch.py {" ".join(argv)}\n'
+        f'{result.stderr[-4000:]}')
+    if mode == 'train':
+      _check_trained(workdir)
+    else:
+      _check_read(workdir, mode)
