@@ -167,10 +167,11 @@ def _main(argv):
   try:
     distributed.check_same_config(config.to_dict(), workdir)
     from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    # gcsfs logs each HTTP error it raises (401, 403) with a traceback, for a
+    # gs:// workdir, data path or weights alike; the error, if not handled,
+    # is reported anyway (here in one line).
+    logging_lib.getLogger('gcsfs').setLevel(logging_lib.CRITICAL)
     if workdir_lib.is_remote(workdir):  # A bad bucket or credentials: now.
-      # gcsfs logs each HTTP error it raises (401, 403) with a traceback; the
-      # error, if not handled, is reported anyway (here in one line).
-      logging_lib.getLogger('gcsfs').setLevel(logging_lib.CRITICAL)
       workdir_lib.check_readable(workdir)
     if _MODE.value == 'eval':
       train.evaluate_checkpoint(config, workdir, _eval_steps(_EVAL_STEPS.value))
