@@ -53,6 +53,8 @@ VARIANTS = {
     'pack m=4': ('data=grid25', {'d.pack': 4}),
     # Both gradients at the same point (gan_jax/step.py, config.updates).
     'simultaneous': ('data=grid25', {'updates': 'simultaneous'}),
+    # Matrix products in bfloat16, parameters and losses in float32.
+    'bfloat16': ('data=grid25', {'dtype': 'bfloat16'}),
     # Class-conditional on the mode index (25 classes): label_acc is the
     # fraction of samples at the mode they were asked for.
     'conditional projection': ('data=grid25', {'num_classes': 25,
