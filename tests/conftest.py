@@ -102,6 +102,18 @@ def run_launch(args, devices=1, timeout=300):
                         timeout=timeout)
 
 
+def tiny_digits_run(data_path, workdir):
+  """launch.py arguments: configs/mnist_dcgan.py on the 28x28 images at
+  `data_path` (resize_conv: the same parameters, compiles faster on CPU), 2
+  steps of batch 8, evaluated (2x2 grid) and saved at step 2 in `workdir`."""
+  return ['--config=configs/mnist_dcgan.py:data=images',
+          f'--config.data.path={data_path}', '--config.g.upsample=resize_conv',
+          '--config.batch_size=8', '--config.num_steps=2',
+          '--config.steps_per_call=1', '--config.log_every=1',
+          '--config.eval_every=2', '--config.checkpoint.every=2',
+          '--config.eval.grid_rows=2', f'--workdir={workdir}']
+
+
 @pytest.fixture
 def tiny():
   return tiny_config

@@ -20,6 +20,7 @@ from gan_jax.errors import UserError
 from gan_jax.metrics import classifier
 from gan_jax.metrics import image_metrics as im
 from tests.conftest import run_launch
+from tests.conftest import tiny_digits_run
 from tools import train_classifier
 
 CORNERS = ((2, 2), (2, 18), (18, 2), (18, 18))  # Top-left of class k's square.
@@ -244,12 +245,7 @@ def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
   npz, ckpt, _ = trained
   workdir = tmp_path / 'run'
   args = [
-      '--config=configs/mnist_dcgan.py:data=images',
-      f'--config.data.path={npz}', '--config.g.upsample=resize_conv',
-      '--config.batch_size=8', '--config.num_steps=2',
-      '--config.steps_per_call=1', '--config.log_every=1',
-      '--config.eval_every=2', '--config.checkpoint.every=2',
-      '--config.eval.grid_rows=2', f'--workdir={workdir}',
+      *tiny_digits_run(npz, workdir),
       '--config.eval.metrics=fid_clf_1k_train,is_clf_1k',
       '--config.eval.num_reference=256', '--config.eval.sample_batch_size=125',
       f'--config.eval.cache_dir={tmp_path / "cache"}',

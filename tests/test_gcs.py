@@ -32,6 +32,7 @@ os.environ.setdefault('EPATH_USE_TF', 'false')
 
 from tests.conftest import importorskip_extra  # pylint: disable=g-import-not-at-top
 from tests.conftest import run_launch  # pylint: disable=g-import-not-at-top
+from tests.conftest import tiny_digits_run  # pylint: disable=g-import-not-at-top
 from tests.test_fault_tolerance import final_state  # pylint: disable=g-import-not-at-top
 from tests.test_fault_tolerance import BASE  # pylint: disable=g-import-not-at-top
 from tests.test_fault_tolerance import SLOW  # pylint: disable=g-import-not-at-top
@@ -506,12 +507,7 @@ def test_classifier_weights_and_reference_cache_on_gcs(gcs_emulator, bucket,
           f'{bucket}/digits')
   workdir = tmp_path / 'run'
   args = [
-      '--config=configs/mnist_dcgan.py:data=images',
-      f'--config.data.path={bucket}/digits', '--config.g.upsample=resize_conv',
-      '--config.batch_size=8', '--config.num_steps=2',
-      '--config.steps_per_call=1', '--config.log_every=1',
-      '--config.eval_every=2', '--config.checkpoint.every=2',
-      '--config.eval.grid_rows=2', f'--workdir={workdir}',
+      *tiny_digits_run(f'{bucket}/digits', workdir),
       '--config.eval.metrics=fid_clf', '--config.eval.num_samples=32',
       '--config.eval.num_reference=32', '--config.eval.sample_batch_size=16',
       f'--config.eval.cache_dir={bucket}/cache',
