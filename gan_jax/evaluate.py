@@ -29,9 +29,19 @@ def check(config):
                     '--config.eval.standing_stats=16')
   if config.data.name in toy.DEFAULTS:
     return
-  for name in image_metrics.metric_names(config.eval):
+  names = image_metrics.metric_names(config.eval)
+  for name in names:
     image_metrics.get(name)
-  _extractors(config)  # UserError without the Inception weights or classifier.
+  # UserError without the Inception weights or classifier.
+  clf = _extractors(config).get('classifier')
+  classes = labels_lib.num_classes(config)
+  if (clf and classes and clf.spec.num_classes != classes
+      and any(n.startswith('classes_clf') for n in names)):
+    raise UserError(
+        f'num_classes is {classes} but the classifier at {clf.path} has '
+        f'{clf.spec.num_classes} classes: classes_clf scores a conditional G '
+        'by the classes it was asked for; train a classifier on this data '
+        '(tools/train_classifier.py) or leave classes_clf out of eval.metrics')
 
 
 def _extractors(config):
@@ -194,7 +204,10 @@ def _image_metrics(config, generate, g_state, key):
     return {}
   rows = getattr(generate, 'sample_rows', None) or functools.partial(
       sampling.rows_from, generate)
-  sample_rows = rows(g_state, key, sample_batch_size(config))
+  batch = sample_batch_size(config)
+  classes = labels_lib.num_classes(config)
   return image_metrics.evaluate_samples(
-      config.eval, sample_rows, lambda split: _real_batches(config, split),
-      _dataset_key(config))
+      config.eval, rows(g_state, key, batch),
+      lambda split: _real_batches(config, split), _dataset_key(config),
+      labels=(lambda n: sampling.row_labels(0, n, batch, classes))
+      if classes else None)

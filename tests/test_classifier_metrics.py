@@ -101,7 +101,7 @@ def test_metric_names_carry_the_feature_space():
   assert im.spaces(['kid_clf', 'fid_1k_test']) == ['classifier', 'inception']
 
 
-def _eval(ckpt, cache, fake, real, metrics):
+def _eval(ckpt, cache, fake, real, metrics, labels=None):
   config = {'metrics': metrics, 'classifier_checkpoint': ckpt,
             'num_samples': len(fake), 'num_reference': len(real),
             'sample_batch_size': 100, 'cache_dir': str(cache),
@@ -117,7 +117,9 @@ def _eval(ckpt, cache, fake, real, metrics):
     for lo in range(0, len(real), 64):
       yield real[lo:lo + 64], np.zeros(len(real[lo:lo + 64]), np.int32)
 
-  return im.evaluate_images(config, sample_fn, real_batches, 'squares')
+  return im.evaluate_images(config, sample_fn, real_batches, 'squares',
+                           labels=None if labels is None
+                           else lambda n: labels[:n])
 
 
 def test_fid_in_classifier_space(trained, tmp_path):
@@ -152,6 +154,29 @@ def test_class_coverage_by_hand():
   assert got['confident'] == pytest.approx(0.9)
   balanced = im.class_coverage(np.eye(4)[np.arange(8) % 4] * sure)
   assert balanced == {'': 4, 'min_share': 1, 'confident': 1}
+
+
+def test_class_coverage_scores_the_asked_classes_by_hand():
+  logits = np.eye(4)[[0, 0, 1, 1, 2, 2, 3, 3]] * 10.
+  asked = np.array([0, 1, 1, 1, 2, 0, 3, 3])  # Samples 1 and 5 are wrong.
+  got = im.class_coverage(logits, labels=asked)
+  assert got['label_acc'] == 0.75
+  assert [got[f'label_acc_{c}'] for c in range(4)] == pytest.approx(
+      [1 / 2, 2 / 3, 1, 1])
+  assert 'label_acc' not in im.class_coverage(logits)
+  with pytest.raises(UserError, match="classifier's 4 classes"):
+    im.class_coverage(logits, labels=asked + 1)  # A class 4.
+
+
+def test_class_coverage_of_labelled_samples(trained, tmp_path):
+  _, ckpt, _ = trained
+  images, labels = _squares(300, seed=3)
+  right = _eval(ckpt, tmp_path, images, images, ['classes_clf'], labels)
+  wrong = _eval(ckpt, tmp_path, images, images, ['classes_clf'],
+                (labels + 1) % 4)
+  assert right['classes_clf/label_acc'] > 0.95
+  assert min(right[f'classes_clf/label_acc_{c}'] for c in range(4)) > 0.9
+  assert wrong['classes_clf/label_acc'] < 0.05
 
 
 def test_class_coverage_on_real_and_one_class_samples(trained, tmp_path):
@@ -306,3 +331,31 @@ def test_real_images_score_what_a_perfect_generator_would(trained, tmp_path):
       **TOOL_RUN)
   assert r.returncode != 0
   assert r.stderr.strip().splitlines()[-1].startswith('error: no classifier')
+
+
+def test_conditional_run_is_scored_by_the_classes_it_was_asked_for(
+    trained, tmp_path):
+  npz, ckpt, _ = trained
+  workdir = tmp_path / 'run'
+  args = tiny_digits_run(npz, workdir)
+  args[0] = '--config=configs/mnist_cgan.py:data=images'
+  metrics = '--config.eval.metrics=classes_clf_1k'
+  r = run_launch([*args, '--config.num_classes=4', metrics,
+                  '--config.eval.sample_batch_size=100',
+                  f'--config.eval.classifier_checkpoint={ckpt}'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(workdir / 'metrics.jsonl') as f:
+    evals = [row for row in map(json.loads, f) if 'classes_clf_1k' in row]
+  assert len(evals) == 1
+  per_class = [evals[0][f'classes_clf_1k/label_acc_{c}'] for c in range(4)]
+  # 250 samples asked for each class (rows of 100 labelled 0, 1, 2, 3, 0,
+  # ...): their mean is the overall accuracy.
+  assert np.mean(per_class) == pytest.approx(
+      evals[0]['classes_clf_1k/label_acc'])
+  # Ten classes asked of a four-class classifier: one line, before training.
+  r = run_launch([*args[:-1], f'--workdir={tmp_path / "ten"}', metrics,
+                  f'--config.eval.classifier_checkpoint={ckpt}'])
+  assert r.returncode != 0 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1].startswith(
+      'error: num_classes is 10 but the classifier')
+  assert not os.path.exists(tmp_path / 'ten' / 'checkpoints')

@@ -41,12 +41,13 @@ def commands(name):
 def test_the_commands_are_found():
   assert len(commands('mode_coverage')) == 2
   assert len(commands('pacgan_grid')) == 2
-  assert len(commands('mnist5k')) == 1
+  assert len(commands('mnist5k')) == 2
 
 
 @pytest.mark.parametrize('name,index', [('mode_coverage', 0),
                                         ('mode_coverage', 1),
-                                        ('pacgan_grid', 1), ('mnist5k', 0)])
+                                        ('pacgan_grid', 1), ('mnist5k', 0),
+                                        ('mnist5k', 1)])
 def test_docstring_command_trains(name, index, tmp_path, monkeypatch):
   argv = commands(name)[index]
   if name == 'mnist5k':  # The command's mnist5k.npz: 64 random 28x28 digits.
@@ -71,4 +72,5 @@ def test_docstring_command_trains(name, index, tmp_path, monkeypatch):
     assert config['d']['pack'] == 4 and config['batch_size'] == 400
   else:
     assert config['model'] == 'dcgan' and config['ema']['decay'] == 0.999
+    assert config['num_classes'] == (0, 10)[index]  # :conditional=projection
     assert (workdir / 'samples' / 'step_0000004.png').is_file()

@@ -36,6 +36,7 @@ AFFECTS = {
     'data': ('data.name', 'data.image_size', 'num_steps'),
     'size': ('model', 'data.image_size', 'g.channels', 'd.channels'),
     'head': ('conditional.d',),
+    'conditional': ('num_classes', 'conditional.d', 'eval.grid_rows'),
     'pack': ('d.pack', 'batch_size'),
 }
 EXAMPLE_SHAPES = {'ring8': (2,), 'grid25': (2,), 'ring_pacgan': (2,), 'mnist': (28, 28, 1),
@@ -122,9 +123,13 @@ def test_every_config_documents_its_arguments():
 def test_argument_resolves_as_promised(name, arg, value):
   module = importlib.import_module(f'configs.{name}')
   config = module.get_config(f'{arg}={value}')
-  own = {'loss': 'loss.name', 'data': 'data.name', 'head': 'conditional.d',
-         'size': 'data.image_size', 'pack': 'd.pack'}[arg]
-  assert str(_get(config, own)) == value
+  if arg == 'conditional':  # none: unconditional, else that D head.
+    assert (config.num_classes > 0) == (value != 'none')
+    assert value == 'none' or config.conditional.d == value
+  else:
+    own = {'loss': 'loss.name', 'data': 'data.name', 'head': 'conditional.d',
+           'size': 'data.image_size', 'pack': 'd.pack'}[arg]
+    assert str(_get(config, own)) == value
   for path, promised in settings(module.__doc__).items():
     if path not in AFFECTS[arg]:
       assert _same(_get(config, path), promised), path

@@ -252,9 +252,10 @@ def density_coverage(real, fake, k=5):
   return float(density), float(np.mean(covered))
 
 
-def class_coverage(logits, confidence=0.9):
+def class_coverage(logits, confidence=0.9, labels=None):
   """How a labelled-data classifier sorts generated images, from its logits
-  [n, N]: {'' : classes covered, 'min_share', 'confident'}.
+  [n, N]: {'' : classes covered, 'min_share', 'confident'}; with the `labels`
+  [n] a conditional G was asked for, also 'label_acc' and 'label_acc_<c>'.
 
   A class is covered when at least half its even share of the samples, n/(2N),
   is predicted as it; min_share is the rarest class's share over the even
@@ -262,16 +263,31 @@ def class_coverage(logits, confidence=0.9):
   fraction of samples with top probability >= `confidence` (recognisable to
   the classifier). A mode-coverage count in the spirit of the "modes" of
   Che et al. 2017 and Srivastava et al. 2017, on a classifier instead of
-  mode centres.
+  mode centres. label_acc is the fraction of samples the classifier puts in
+  the class they were asked for (the classification accuracy score's test
+  on generated data), label_acc_<c> the same among those asked for class c.
   """
   logits = np.asarray(logits, np.float64)
   n, num_classes = logits.shape
   p = np.exp(logits - logits.max(axis=1, keepdims=True))
   p /= p.sum(axis=1, keepdims=True)
-  share = np.bincount(p.argmax(axis=1), minlength=num_classes) / n
-  return {'': float(np.sum(share >= 0.5 / num_classes)),
-          'min_share': float(share.min() * num_classes),
-          'confident': float(np.mean(p.max(axis=1) >= confidence))}
+  predicted = p.argmax(axis=1)
+  share = np.bincount(predicted, minlength=num_classes) / n
+  out = {'': float(np.sum(share >= 0.5 / num_classes)),
+         'min_share': float(share.min() * num_classes),
+         'confident': float(np.mean(p.max(axis=1) >= confidence))}
+  if labels is not None:
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.min() < 0 or labels.max() >= num_classes:
+      raise UserError(f'{n} samples have labels of shape {labels.shape} in '
+                      f'[{labels.min()}, {labels.max()}], not one of the '
+                      f"classifier's {num_classes} classes each; set "
+                      'num_classes to the classifier\'s')
+    hit = predicted == labels
+    out['label_acc'] = float(np.mean(hit))
+    for c in np.unique(labels):
+      out[f'label_acc_{c}'] = float(np.mean(hit[labels == c]))
+  return out
 
 
 # --- The registry -----------------------------------------------------------
@@ -299,7 +315,7 @@ def _is(fake, ref, cfg):
 
 def _classes(fake, ref, cfg):
   del ref, cfg
-  return class_coverage(fake['logits_unbiased'])
+  return class_coverage(fake['logits_unbiased'], labels=fake.get('labels'))
 
 
 def _pr(fake, ref, cfg):
@@ -449,7 +465,7 @@ def metric_names(eval_config):
 
 
 def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
-                    extractor=None):
+                    extractor=None, labels=None):
   """`evaluate_samples` with `sample_fn(n)`: new images every call.
 
   With several processes each one's `sample_fn` gives its own share of the
@@ -458,11 +474,11 @@ def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
   def sample_rows(start, stop):  # Called in order: the next stop - start.
     return sample_fn(stop - start)
   return evaluate_samples(eval_config, sample_rows, real_batches_fn, dataset,
-                          extractor)
+                          extractor, labels)
 
 
 def evaluate_samples(eval_config, sample_rows, real_batches_fn, dataset,
-                     extractor=None):
+                     extractor=None, labels=None):
   """Computes the metrics named in `eval_config.metrics`; {name: float}.
 
   In a multi-host run every process calls this and gets the same numbers:
@@ -483,6 +499,9 @@ def evaluate_samples(eval_config, sample_rows, real_batches_fn, dataset,
       folders).
     extractor: an extractor to use instead of the config's, for every space,
       or {space: extractor} (tests).
+    labels: for a conditional G, `num -> int [num]`: the classes samples
+      0 .. num-1 were asked for (sampling.row_labels); the metrics see them
+      as the features' 'labels'.
 
   Returns:
     {metric name: value}, plus 'name/std' (KID, IS), 'name/precision',
@@ -505,6 +524,9 @@ def evaluate_samples(eval_config, sample_rows, real_batches_fn, dataset,
       extracts, sample_rows,
       max(_num_samples(eval_config, m) for m in metrics.values()),
       field(eval_config, 'sample_batch_size'))
+  if labels is not None:
+    for feats in fake.values():
+      feats['labels'] = np.asarray(labels(len(feats['pool'])))
   refs = _references(eval_config, metrics, extracts, real_batches_fn, dataset,
                      resolution)
   results = None
