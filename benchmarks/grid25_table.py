@@ -67,6 +67,8 @@ VARIANTS = {
     'mode_coverage ring_pacgan': ('mode_coverage:data=ring_pacgan', {}),
     'mode_coverage R1 every step': ('mode_coverage:data=grid25',
                                     {'penalty.every': 1}),
+    'mode_coverage width 128': ('mode_coverage:data=grid25',
+                                {'g.width': 128, 'd.width': 128}),
     # PacGAN's grid networks and optimizer (configs/pacgan_grid.py): D judges
     # 100 packs of m samples a step.
     'pacgan m=1': ('pacgan_grid:pack=1', {}),
