@@ -111,6 +111,9 @@ FIELDS = {
     'g.upsample': ('str', one_of(*dcgan_mnist.UPSAMPLE)),
     'd.pack': ('int', POSITIVE),  # 1: no packing.
     'd.pieces': ('int', POSITIVE),  # Maxout pieces (model pacgan).
+    # Kernels from N(0, init_std^2); 0: Flax's default (model pacgan).
+    'g.init_std': ('float', AT_LEAST_0),
+    'd.init_std': ('float', AT_LEAST_0),
     'loss.name': ('str', None),
     'loss.clip': ('float', None),  # Positive where used: _check_relations.
     'penalty.name': ('str', None),

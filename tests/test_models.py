@@ -129,3 +129,23 @@ def test_unknown_model_and_dtype():
   config.dtype = 'float8'
   with pytest.raises(UserError, match='unknown dtype'):
     models.build(config, (32, 32, 3))
+
+
+@pytest.mark.parametrize('init_std', [0.02, 0.])
+def test_pacgan_kernels_follow_init_std(init_std):
+  from configs import pacgan_grid  # pylint: disable=g-import-not-at-top
+  config = pacgan_grid.get_config()
+  config.g.init_std = config.d.init_std = init_std
+  g, d = models.build(config, (2,))
+  key = jax.random.PRNGKey(0)
+  kernels = {}
+  for name, net, x in (('g', g, jnp.zeros((4, 2))), ('d', d, jnp.zeros((4, 2)))):
+    params = net.init(key, x)['params']
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+      if 'kernel' in jax.tree_util.keystr(path):
+        kernels[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
+  assert len(kernels) == 5 + 4  # G: 4 hidden + out; D: 3 maxout + out.
+  for name, k in kernels.items():
+    # LeCun normal: std 1/sqrt(fan_in), from 0.71 (2 inputs) to 0.05 (400).
+    want = init_std or 1 / np.sqrt(k.shape[0])
+    assert abs(k.std() - want) < 0.15 * want, (name, k.shape, k.std())

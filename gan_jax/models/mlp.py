@@ -51,13 +51,15 @@ class MLP(nn.Module):
   act: str = 'relu'
   dtype: Any = jnp.float32
   norm: str = 'none'
+  kernel_init: Any = nn.initializers.lecun_normal()  # Flax's default.
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     act = activation(self.act)
 
     def dense(features, h):
-      layer = nn.Dense(features, dtype=self.dtype, param_dtype=jnp.float32)
+      layer = nn.Dense(features, dtype=self.dtype, param_dtype=jnp.float32,
+                       kernel_init=self.kernel_init)
       if self.norm == 'spectral':
         return nn.SpectralNorm(layer, dtype=self.dtype)(h, update_stats=train)
       return layer(h)
@@ -80,11 +82,12 @@ class Generator(nn.Module):
   act: str = 'relu'
   dtype: Any = jnp.float32
   norm: str = 'none'
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, z, train: bool = True):
     x = MLP(self.width, self.depth, math.prod(self.example_shape), self.act,
-            self.dtype, self.norm)(z, train)
+            self.dtype, self.norm, self.kernel_init)(z, train)
     return x.reshape(z.shape[0], *self.example_shape).astype(jnp.float32)
 
 
