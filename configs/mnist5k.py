@@ -14,9 +14,9 @@ are averaged (EMA 0.999 from step 1,000) and samples and metrics come from
 that average, with G's BatchNorm statistics recomputed for it (standing
 statistics). `:conditional=projection` or `=acgan` makes it class-conditional
 on the digits' labels as configs/mnist_cgan.py (G gets the one-hot label
-with z, D that head; a grid row per class). docs/results.md has the ablation that chose these and the
-numbers on the classifier metrics; the seeds' own recipe is
-configs/mnist_dcgan.py.
+with z, D that head; a grid row per class). docs/results.md has the
+ablation that chose these and the numbers on the classifier metrics; the
+seeds' own recipe is configs/mnist_dcgan.py.
 Arguments (`:key=value,...`):
   loss: any gan_jax.losses name, with its recipe (configs/default.py
     LOSS_RECIPES); default non_saturating
