@@ -7,8 +7,8 @@ configs/default.py's MLP GAN narrowed to 3 x 192 (G and D; batch 256,
 non-saturating loss, Adam(1e-3, 0.5) decayed linearly to 0) with a weak
 lazy R1 penalty on D (weight 0.1, every 4th D update: R1 keeps D smooth
 around the data, so G does not drop modes; weak, so the modes stay sharp)
-for 30,000 steps on grid25 and 20,000 on the rings. docs/results.md has its numbers on 5 seeds
-and the runs that chose it.
+for 30,000 steps on grid25 and 20,000 on the rings. docs/results.md has its
+numbers on 5 seeds and the runs that chose it.
 Arguments (`:key=value,...`):
   data: grid25 | ring_pacgan | ring8; default grid25
 Settings: model=mlp, g.width=192, d.width=192, batch_size=256,

@@ -51,7 +51,7 @@ class MLP(nn.Module):
   act: str = 'relu'
   dtype: Any = jnp.float32
   norm: str = 'none'
-  kernel_init: Any = nn.initializers.lecun_normal()  # Flax's default.
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -82,7 +82,7 @@ class Generator(nn.Module):
   act: str = 'relu'
   dtype: Any = jnp.float32
   norm: str = 'none'
-  kernel_init: Any = nn.initializers.lecun_normal()
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, z, train: bool = True):

@@ -28,7 +28,7 @@ DEFAULT_G_NORM = 'batch'  # The paper's.
 
 def kernel_init(std):
   """N(0, std^2) kernels for std > 0, else Flax's default (LeCun normal)."""
-  return nn.initializers.normal(std) if std else nn.initializers.lecun_normal()
+  return nn.initializers.normal(std) if std else nn.linear.default_kernel_init
 
 
 class Maxout(nn.Module):
@@ -36,7 +36,7 @@ class Maxout(nn.Module):
   units: int
   pieces: int
   dtype: Any = jnp.float32
-  kernel_init: Any = nn.initializers.lecun_normal()
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x):
@@ -50,7 +50,7 @@ class Discriminator(nn.Module):
   depth: int
   pieces: int
   dtype: Any = jnp.float32
-  kernel_init: Any = nn.initializers.lecun_normal()
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x, train: bool = True, labels=None):
