@@ -128,10 +128,12 @@ def get_config(arg=None):
   # Class-conditional GANs (gan_jax/models/conditional.py): num_classes > 0
   # takes labels from the data; G gets the one-hot label with z ('concat')
   # or per-class BatchNorm scale and shift ('cbn'), D a 'projection' or
-  # 'acgan' head (acgan_weight: its classification loss).
+  # 'acgan' head (acgan_weight: its classification loss). labels: what the
+  # labels are, 'classes' or 'clusters' (k-means ids from
+  # tools/cluster_npz.py: evaluated as an unconditional G, gan_jax/labels.py).
   config.num_classes = 0
   config.conditional = ml_collections.ConfigDict(dict(
-      g='concat', d='projection', acgan_weight=1.0))
+      g='concat', d='projection', acgan_weight=1.0, labels='classes'))
   # Mode-collapse alarm: train warns when the metric diversity_ratio (pairwise
   # distances of generated vs real samples) falls below this (0: never).
   config.collapse_threshold = 0.1

@@ -4,6 +4,10 @@
     python launch.py --config configs/mnist5k.py --config.data.path=mnist5k.npz
     python launch.py --config configs/mnist5k.py:conditional=projection \
         --config.data.path=mnist5k.npz
+    python tools/cluster_npz.py --data mnist5k.npz --clusters 50 \
+        --out mnist5k_k50.npz
+    python launch.py --config configs/mnist5k.py:conditional=clusters \
+        --config.data.path=mnist5k_k50.npz
 
 The DCGAN paper's network at MNIST's own size (gan_jax/models/dcgan.py at
 28x28: G from 7x7x128 through one 4x4 transposed convolution to 64 channels,
@@ -14,13 +18,18 @@ are averaged (EMA 0.999 from step 1,000) and samples and metrics come from
 that average, with G's BatchNorm statistics recomputed for it (standing
 statistics). `:conditional=projection` or `=acgan` makes it class-conditional
 on the digits' labels as configs/mnist_cgan.py (G gets the one-hot label
-with z, D that head; a grid row per class). docs/results.md has the
+with z, D that head; a grid row per class). `:conditional=clusters` conditions
+on k-means clusters of the images instead (tools/cluster_npz.py: no class
+label is used, so the run is unconditional in what it learns from): G and
+D as with projection, `clusters=K` labels (the tool's --clusters), each
+cluster drawn equally often (the tool makes them equal in size). docs/results.md has the
 ablation that chose these and the numbers on the classifier metrics; the
 seeds' own recipe is configs/mnist_dcgan.py.
 Arguments (`:key=value,...`):
   loss: any gan_jax.losses name, with its recipe (configs/default.py
     LOSS_RECIPES); default non_saturating
-  conditional: none | projection | acgan; default none
+  conditional: none | projection | acgan | clusters; default none
+  clusters: 20 | 50 | 100; default 50
 Settings: model=dcgan, data.name=images, data.image_size=28, batch_size=64,
   num_steps=10000, z_dim=100, g.channels=64, d.channels=64,
   g.optimizer.lr=0.0002, g.optimizer.b1=0.5, d.optimizer.lr=0.0002, d.optimizer.b1=0.5,
@@ -32,7 +41,8 @@ from configs import image_base
 
 
 def get_config(arg=None):
-  args = default.parse_arg(arg, loss='non_saturating', conditional='none')
+  args = default.parse_arg(arg, loss='non_saturating', conditional='none',
+                          clusters='50')
   config = image_base.image_config(
       data=image_base.data_config('images', image_size=28), model='dcgan',
       loss=args['loss'], z_dim=100, batch_size=64, num_steps=10_000, lr=2e-4,
@@ -43,7 +53,10 @@ def get_config(arg=None):
   config.ema.start_step = 1_000
   config.eval.standing_stats = 16
   config.eval_every = config.checkpoint.every = 1_000
-  if args['conditional'] != 'none':
+  if args['conditional'] == 'clusters':  # Unconditional: no class is used.
+    config.num_classes = int(args['clusters'])
+    config.conditional.labels = 'clusters'
+  elif args['conditional'] != 'none':
     config.num_classes = 10
     config.conditional.d = args['conditional']
     config.eval.grid_rows = 10  # Ten samples per class, one row per class.

@@ -9,6 +9,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 
 from gan_jax import augment
+from gan_jax import labels as labels_lib
 from gan_jax import losses
 from gan_jax import models
 from gan_jax import penalties
@@ -125,6 +126,7 @@ FIELDS = {
     'conditional.g': ('str', one_of(*conditional.G_MODES)),
     'conditional.d': ('str', one_of(*conditional.D_HEADS)),
     'conditional.acgan_weight': ('float', AT_LEAST_0),
+    'conditional.labels': ('str', one_of(*labels_lib.LABEL_KINDS)),
     'eval.num_samples': ('int', POSITIVE),
     'eval.seed': ('int', AT_LEAST_0),
     'eval.ema': ('bool', None),
@@ -304,7 +306,7 @@ def check_gradient_penalty(config, d_model_state):
 HARMLESS = ('num_steps', 'log_every', 'eval_every', 'eval', 'checkpoint',
             'steps_per_call', 'steps_per_call_on_cpu', 'resume_from_step',
             'allow_config_change', 'nonfinite', 'collapse_threshold',
-            'g.conv_transpose')
+            'g.conv_transpose', 'conditional.labels')
 
 
 # Fields added after runs may have been saved, with the value that behaves as
@@ -315,6 +317,7 @@ ADDED_FIELDS = {
     'd.pack': 1, 'penalty.every': 1, 'augment.policy': '', 'ema.decay': 0.0,
     'ema.start_step': 0, 'num_classes': 0, 'conditional.g': 'concat',
     'conditional.d': 'projection', 'conditional.acgan_weight': 1.0,
+    'conditional.labels': 'classes',
     'updates': 'alternating',
 }
 

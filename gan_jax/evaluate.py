@@ -35,7 +35,8 @@ def check(config):
   # UserError without the Inception weights or classifier.
   clf = _extractors(config).get('classifier')
   classes = labels_lib.num_classes(config)
-  if (clf and classes and clf.spec.num_classes != classes
+  if (clf and labels_lib.are_classes(config)
+      and clf.spec.num_classes != classes
       and any(n.startswith('classes_clf') for n in names)):
     raise UserError(
         f'num_classes is {classes} but the classifier at {clf.path} has '
@@ -153,9 +154,10 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
   successive evaluations show the same z and are comparable over time.
   Toy data: mode coverage of `config.eval.num_samples` samples and a scatter
   plot of generated (red) vs real (grey) points. Images: a grid of
-  `config.eval.grid_rows`^2 samples, or with `num_classes` one row of
+  `config.eval.grid_rows`^2 samples, or with class labels one row of
   `grid_rows` samples per class. A conditional generator is evaluated on
-  class-balanced labels (`labels.eval_labels`).
+  class-balanced labels (`labels.eval_labels`); one on clusters
+  (`conditional.labels=clusters`) is scored as an unconditional one.
 
   Every process of a multi-host run calls this at the same step: each draws
   and embeds its share of the images for the image metrics, and all return
@@ -175,9 +177,9 @@ def evaluate(config, generate, g_state, step, workdir, writer, tag=''):
     _save_picture(plots.scatter(real, fake), step, workdir, writer, tag)
     return {f'{name}{tag}': value for name, value in m.items()}
   rows = cols = config.eval.grid_rows
-  labels = None
+  labels = labels_lib.eval_labels(config, rows * cols)  # None: unconditional.
   classes = labels_lib.num_classes(config)
-  if classes:  # One row per class.
+  if labels_lib.are_classes(config):  # One row per class.
     rows = classes
     labels = jnp.repeat(jnp.arange(classes, dtype=jnp.int32), cols)
   fake = np.asarray(generate(g_state, key, rows * cols, labels))
@@ -210,4 +212,4 @@ def _image_metrics(config, generate, g_state, key):
       config.eval, rows(g_state, key, batch),
       lambda split: _real_batches(config, split), _dataset_key(config),
       labels=(lambda n: sampling.row_labels(0, n, batch, classes))
-      if classes else None)
+      if labels_lib.are_classes(config) else None)

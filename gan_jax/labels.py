@@ -5,14 +5,29 @@ generated for the real batch's labels, and a discriminator with an ACGAN head
 (gan_jax/models/conditional.py) returns `(logits, class_logits)`; its
 cross-entropy is added to both losses with weight
 `config.conditional.acgan_weight` (Odena et al. 2017).
+
+The labels need not be classes: with `config.conditional.labels = 'clusters'`
+they are k-means clusters of the images (tools/cluster_npz.py), which lets G
+keep apart modes an unconditional G blends. Training is the same; evaluation
+then treats G as unconditional (samples drawn for every cluster in turn, no
+per-class grid rows or label accuracy), since no cluster is a class.
 """
 import jax.numpy as jnp
 import optax
 
 
+LABEL_KINDS = ('classes', 'clusters')
+
+
 def num_classes(config) -> int:
   """`config.num_classes`: 0 unconditional, else class-conditional G and D."""
   return config.get('num_classes', 0) or 0
+
+
+def are_classes(config) -> bool:
+  """Whether G is conditioned on labels that are classes (not clusters)."""
+  kind = config.get('conditional', {}).get('labels', 'classes')
+  return bool(num_classes(config)) and kind == 'classes'
 
 
 def split_batch(batch):

@@ -359,3 +359,31 @@ def test_conditional_run_is_scored_by_the_classes_it_was_asked_for(
   assert r.stderr.strip().splitlines()[-1].startswith(
       'error: num_classes is 10 but the classifier')
   assert not os.path.exists(tmp_path / 'ten' / 'checkpoints')
+
+
+def test_cluster_conditional_run_is_scored_as_unconditional(trained, tmp_path):
+  """Labels that are k-means clusters (tools/cluster_npz.py) are no classes:
+  classes_clf scores the samples with no label accuracy, a classifier with
+  another class count is no error, and the grid is grid_rows square."""
+  npz, ckpt, _ = trained
+  clustered = tmp_path / 'clustered.npz'
+  r = subprocess.run([sys.executable, 'tools/cluster_npz.py', f'--data={npz}',
+                      '--clusters=3', f'--out={clustered}'], **TOOL_RUN)
+  assert r.returncode == 0, r.stderr[-3000:]
+  workdir = tmp_path / 'run'
+  args = tiny_digits_run(clustered, workdir)
+  args[0] = '--config=configs/mnist_cgan.py:data=images'
+  r = run_launch([*args, '--config.num_classes=3',
+                  '--config.conditional.labels=clusters',
+                  '--config.eval.metrics=classes_clf_1k',
+                  '--config.eval.sample_batch_size=100',
+                  f'--config.eval.classifier_checkpoint={ckpt}'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(workdir / 'metrics.jsonl') as f:
+    evals = [row for row in map(json.loads, f) if 'classes_clf_1k' in row]
+  assert len(evals) == 1
+  assert 0 <= evals[0]['classes_clf_1k/confident'] <= 1
+  assert not [k for k in evals[0] if 'label_acc' in k], evals[0]
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(workdir / 'samples' / 'step_0000002.png') as grid:
+    assert grid.width == grid.height  # 2 x 2, not a row per label.

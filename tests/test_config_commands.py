@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_launch
+from tools import cluster_npz
 
 BUDGET = ['--config.num_steps=4', '--config.steps_per_call=1',
           '--config.log_every=2', '--config.eval_every=4',
@@ -29,25 +30,26 @@ SMALL = {
 }
 
 
-def commands(name):
-  """The launch.py commands in configs/NAME.py's docstring, as argv lists."""
+def commands(name, program='launch.py'):
+  """The `python PROGRAM` commands in configs/NAME.py's docstring, as argv
+  lists (without `python PROGRAM`)."""
   with open(f'configs/{name}.py') as f:
     doc = f.read().split('"""')[1]
   doc = re.sub(r'\\\n\s*', ' ', doc)  # Continuation lines.
   return [shlex.split(line.strip())[2:] for line in doc.splitlines()
-          if line.strip().startswith('python launch.py')]
+          if line.strip().startswith(f'python {program}')]
 
 
 def test_the_commands_are_found():
   assert len(commands('mode_coverage')) == 2
   assert len(commands('pacgan_grid')) == 2
-  assert len(commands('mnist5k')) == 2
+  assert len(commands('mnist5k')) == 3
 
 
 @pytest.mark.parametrize('name,index', [('mode_coverage', 0),
                                         ('mode_coverage', 1),
                                         ('pacgan_grid', 1), ('mnist5k', 0),
-                                        ('mnist5k', 1)])
+                                        ('mnist5k', 1), ('mnist5k', 2)])
 def test_docstring_command_trains(name, index, tmp_path, monkeypatch):
   argv = commands(name)[index]
   if name == 'mnist5k':  # The command's mnist5k.npz: 64 random 28x28 digits.
@@ -55,7 +57,13 @@ def test_docstring_command_trains(name, index, tmp_path, monkeypatch):
     npz = tmp_path / 'mnist5k.npz'
     np.savez(npz, images=rng.integers(0, 256, (64, 28, 28, 1), np.uint8),
              labels=np.arange(64) % 10)
-    argv = [a.replace('=mnist5k.npz', f'={npz}') for a in argv]
+    # The docstring's tools/cluster_npz.py command, on those digits.
+    clustered = tmp_path / 'mnist5k_k50.npz'
+    [tool] = commands(name, 'tools/cluster_npz.py')
+    cluster_npz.main([{'mnist5k.npz': str(npz), 'mnist5k_k50.npz':
+                       str(clustered)}.get(a, a) for a in tool])
+    argv = [a.replace('=mnist5k.npz', f'={npz}')
+            .replace('=mnist5k_k50.npz', f'={clustered}') for a in argv]
   workdir = tmp_path / 'run'
   r = run_launch([*argv, *BUDGET, *SMALL[name], f'--workdir={workdir}'])
   assert r.returncode == 0, r.stderr[-3000:]
@@ -72,5 +80,8 @@ def test_docstring_command_trains(name, index, tmp_path, monkeypatch):
     assert config['d']['pack'] == 4 and config['batch_size'] == 400
   else:
     assert config['model'] == 'dcgan' and config['ema']['decay'] == 0.999
-    assert config['num_classes'] == (0, 10)[index]  # :conditional=projection
+    # :conditional=projection, then =clusters (50 of them).
+    assert config['num_classes'] == (0, 10, 50)[index]
+    assert config['conditional']['labels'] == ('classes', 'classes',
+                                               'clusters')[index]
     assert (workdir / 'samples' / 'step_0000004.png').is_file()

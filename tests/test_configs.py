@@ -37,6 +37,7 @@ AFFECTS = {
     'size': ('model', 'data.image_size', 'g.channels', 'd.channels'),
     'head': ('conditional.d',),
     'conditional': ('num_classes', 'conditional.d', 'eval.grid_rows'),
+    'clusters': ('num_classes',),
     'pack': ('d.pack', 'batch_size'),
 }
 EXAMPLE_SHAPES = {'ring8': (2,), 'grid25': (2,), 'ring_pacgan': (2,), 'mnist': (28, 28, 1),
@@ -125,7 +126,12 @@ def test_argument_resolves_as_promised(name, arg, value):
   config = module.get_config(f'{arg}={value}')
   if arg == 'conditional':  # none: unconditional, else that D head.
     assert (config.num_classes > 0) == (value != 'none')
-    assert value == 'none' or config.conditional.d == value
+    assert value in ('none', 'clusters') or config.conditional.d == value
+    assert (config.conditional.labels == 'clusters') == (value == 'clusters')
+  elif arg == 'clusters':  # How many, with conditional=clusters.
+    assert config.num_classes == 0
+    config = module.get_config(f'conditional=clusters,{arg}={value}')
+    assert config.num_classes == int(value)
   else:
     own = {'loss': 'loss.name', 'data': 'data.name', 'head': 'conditional.d',
            'size': 'data.image_size', 'pack': 'd.pack'}[arg]

@@ -1,5 +1,5 @@
-"""The data tools: tools/mnist5k_npz.py and tools/make_digits_npz.py write
-npz files that the own-images reader takes."""
+"""The data tools: tools/mnist5k_npz.py, tools/make_digits_npz.py and
+tools/cluster_npz.py write npz files that the own-images reader takes."""
 import gzip
 import sys
 
@@ -9,6 +9,7 @@ import pytest
 from configs import mnist_dcgan
 from gan_jax import data
 from tests.conftest import importorskip_extra
+from tools import cluster_npz
 from tools import make_digits_npz
 from tools import mnist5k_npz
 
@@ -58,3 +59,74 @@ def test_make_digits_npz_writes_mnist_layout():
   assert sorted(set(labels.tolist())) == list(range(10))
   # A digit near the centre on a black border, as in MNIST.
   assert images[:, :2].max() == 0 and images[:, 10:18, 10:18].mean() > 40
+
+
+def _blobs(sizes, dim=16, seed=0):
+  """uint8 images [sum(sizes), 4, 4, 1]: one tight blob of pixels per size,
+  the blobs far apart; and each image's blob."""
+  rng = np.random.default_rng(seed)
+  centres = rng.integers(30, 226, (len(sizes), dim))
+  blob = np.repeat(np.arange(len(sizes)), sizes)
+  pixels = centres[blob] + rng.integers(-3, 4, (len(blob), dim))
+  order = rng.permutation(len(blob))
+  return pixels[order].reshape(-1, 4, 4, 1).astype(np.uint8), blob[order]
+
+
+def _same_partition(a, b):
+  """Whether labels `a` and `b` group the rows alike (up to renaming)."""
+  pairs = set(zip(a.tolist(), b.tolist()))
+  return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_cluster_npz_finds_the_blobs_and_numbers_them_by_size(tmp_path,
+                                                              capsys):
+  images, blob = _blobs([30, 50, 40])
+  np.savez(tmp_path / 'in.npz', images=images, labels=np.zeros(120, np.int32))
+  out = tmp_path / 'out.npz'
+  cluster_npz.main(['--data', str(tmp_path / 'in.npz'), '--clusters', '3',
+                    '--out', str(out)])
+  assert 'in 3 clusters of 40 to 40 images' in capsys.readouterr().out
+  saved = np.load(out)
+  np.testing.assert_array_equal(saved['images'], images)
+  assert saved['labels'].dtype == np.int32
+  # Balanced (the default): three clusters of 40, the blobs of 30 and 40
+  # whole; unbalanced: exactly the blobs, the largest (50) cluster 0.
+  x = images.reshape(120, -1) / 255.
+  balanced = saved['labels']
+  assert np.bincount(balanced).tolist() == [40, 40, 40]
+  for b in (0, 2):
+    assert len(set(balanced[blob == b].tolist())) == 1
+  free = cluster_npz.kmeans(x, 3, balanced=False)
+  assert _same_partition(free, blob)
+  assert np.bincount(free).tolist() == [50, 40, 30]
+  # Same data and seed, same labels; the file reads back as labelled data.
+  np.testing.assert_array_equal(cluster_npz.kmeans(x, 3), balanced)
+  config = mnist_dcgan.get_config('data=images')
+  config.data.path, config.data.image_size = str(out), 4
+  config.num_classes = 3
+  _, labels = next(iter(data.build(config, 8)))
+  assert labels.dtype == np.int32 and labels.max() < 3
+
+
+@pytest.mark.parametrize('case, message', [
+    ('no_images', "has no array named 'images'"),
+    ('clusters', '--clusters must be 2 .. 120'),
+    ('same_out', '--out must differ from --data'),
+    ('not_npz', 'cannot read'),
+])
+def test_cluster_npz_errors(tmp_path, case, message):
+  images, _ = _blobs([60, 60])
+  path = tmp_path / 'in.npz'
+  if case == 'no_images':
+    np.savez(path, pictures=images)
+  elif case == 'not_npz':
+    path.write_text('not a zip')
+  else:
+    np.savez(path, images=images)
+  out = path if case == 'same_out' else tmp_path / 'out.npz'
+  clusters = '121' if case == 'clusters' else '2'
+  with pytest.raises(SystemExit) as e:
+    cluster_npz.main(['--data', str(path), '--clusters', clusters,
+                      '--out', str(out)])
+  assert str(e.value).startswith('error: ') and message in str(e.value)
+  assert case == 'same_out' or not out.exists()
