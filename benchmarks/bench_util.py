@@ -1,7 +1,10 @@
-"""Helpers of the benchmarks: example shapes, FLOP counting on the jaxpr, and
-reading dtypes off compiled HLO and train states."""
+"""Helpers of the benchmarks: example shapes, FLOP counting on the jaxpr,
+reading dtypes off compiled HLO and train states, and the commit results are
+made at."""
 import collections
+import os
 import re
+import subprocess
 
 import jax
 from jax.extend import core as jax_core
@@ -158,3 +161,17 @@ def state_dtypes(state):
         counts[str(jnp.asarray(leaf).dtype)] += 1
     out[field] = dict(counts)
   return out
+
+
+def git_commit():
+  """The git commit of this checkout (+ '-dirty' with local changes to
+  tracked files): the code that numbers were made with."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           cwd=root, text=True, capture_output=True).stdout
+    return head + ('-dirty' if dirty.strip() else '')
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'

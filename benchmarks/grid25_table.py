@@ -24,7 +24,6 @@ import importlib
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from benchmarks import bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from gan_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -177,18 +177,6 @@ def markdown(rows):
   return '\n'.join(lines)
 
 
-def _commit():
-  """The git commit the numbers were made at (+ '-dirty' with local changes)."""
-  try:
-    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, text=True,
-                          capture_output=True, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                           cwd=ROOT, text=True, capture_output=True).stdout
-    return head + ('-dirty' if dirty.strip() else '')
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--seeds', default='0,1,2',
@@ -225,7 +213,7 @@ def main():
     except ValueError as e:
       parser.error(str(e))
   logging.set_verbosity(logging.WARNING)
-  commit = _commit()  # The code the runs use: it is imported now.
+  commit = bench_util.git_commit()  # The code the runs use: it is imported now.
   base = args.workdir or tempfile.mkdtemp(prefix='grid25_table_')
   runs = []
   t0 = time.time()

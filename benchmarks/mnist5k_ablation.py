@@ -14,6 +14,9 @@ with the same optimizer, batch, EMA and standing statistics), evaluated every
 digits: classes covered (at least half their even share), the rarest class's
 share over the even share, the fraction of samples the classifier gives a
 class with probability >= 0.9 ('confident'), FID and IS on its features.
+The `clusters_*` variants condition on k-means clusters of the digits
+(configs/mnist5k.py:conditional=clusters), written first by
+tools/cluster_npz.py into --workdir (`unbalanced`: plain k-means).
 `--collect` only reads the workdirs of an earlier call (or another machine's)
 and writes the table. `--jobs` runs variants side by side (each a process).
 """
@@ -25,6 +28,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tools import cluster_npz  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 METRICS = ('classes_clf_5k', 'classes_clf_5k/min_share',
            'classes_clf_5k/confident', 'fid_clf_5k_train', 'is_clf_5k')
 OPT = ('--config.g.optimizer.lr={lr} --config.d.optimizer.lr={lr} '
@@ -50,12 +58,33 @@ VARIANTS = {
                  '--config.ema.start_step=1000 --config.eval.standing_stats=16 '
                  '--config.eval_every=1000 --config.checkpoint.every=1000'),
 }
+# Cluster-conditional variants: name -> (clusters, equal sizes).
+CLUSTERS = {'clusters_20': (20, True), 'clusters_50': (50, True),
+            'clusters_100': (100, True),
+            'clusters_50_unbalanced': (50, False),
+            'clusters_100_unbalanced': (100, False)}
+VARIANTS.update({
+    name: (f'configs/mnist5k.py:conditional=clusters,clusters={k}', '')
+    for name, (k, _) in CLUSTERS.items()})
+
+
+def clustered_data(name, args):
+  """The npz a cluster variant trains on (written once into --workdir)."""
+  k, balanced = CLUSTERS[name]
+  path = os.path.join(args.workdir, f'{name}.npz')
+  if not os.path.exists(path):
+    os.makedirs(args.workdir, exist_ok=True)
+    cluster_npz.main(['--data', args.data, '--clusters', str(k), '--out',
+                      path] + ([] if balanced else ['--unbalanced']))
+  return path
 
 
 def command(name, args):
   config, overrides = VARIANTS[name]
+  data = (os.path.join(args.workdir, f'{name}.npz') if name in CLUSTERS
+          else args.data)
   return (f'{sys.executable} {os.path.join(ROOT, "launch.py")} --config '
-          f'{os.path.join(ROOT, config)} --config.data.path={args.data} '
+          f'{os.path.join(ROOT, config)} --config.data.path={data} '
           f'--config.num_steps={args.num_steps} --config.checkpoint.keep=1 '
           f'--config.eval.metrics={",".join(m for m in METRICS if "/" not in m)} '
           f'--config.eval.classifier_checkpoint={args.classifier} {overrides} '
@@ -112,6 +141,8 @@ def main():
     while todo or running:
       while todo and len(running) < args.jobs:
         name = todo.pop(0)
+        if name in CLUSTERS:
+          clustered_data(name, args)
         os.makedirs(os.path.join(args.workdir, name), exist_ok=True)
         log = open(os.path.join(args.workdir, f'{name}.log'), 'w')
         running[name] = (subprocess.Popen(command(name, args), shell=True,
@@ -130,6 +161,7 @@ def main():
   if args.out:
     with open(args.out, 'w') as f:
       json.dump({'command': ' '.join(['python'] + sys.argv), 'note': args.note,
+                 'commit': bench_util.git_commit(),
                  'commands': {n: command(n, args) for n in names},
                  'seconds': seconds, 'runs': runs, 'table': table}, f, indent=1)
     print(f'wrote {args.out}')

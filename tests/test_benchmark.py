@@ -158,3 +158,27 @@ def test_grid25_table_curves_data_and_merge(tmp_path):
                          '--data=ring8'], cwd=tmp_path, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and 'no data=grid25' in proc.stderr
+
+
+def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
+  """A clusters_* variant of benchmarks/mnist5k_ablation.py writes its
+  clustered npz first and its command trains on it, with that many
+  clusters; the others train on --data."""
+  from benchmarks import mnist5k_ablation as ablation  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  data = tmp_path / 'digits.npz'
+  np.savez(data, images=rng.integers(0, 256, (120, 28, 28, 1), np.uint8))
+  args = ablation.argparse.Namespace(
+      data=str(data), workdir=str(tmp_path / 'runs'), num_steps=10,
+      classifier='clf')
+  for name, balanced in (('clusters_20', True),
+                         ('clusters_50_unbalanced', False)):
+    path = ablation.clustered_data(name, args)
+    labels = np.load(path)['labels']
+    assert labels.max() < int(name.split('_')[1]) and labels.min() == 0
+    assert (len(set(np.bincount(labels).tolist())) == 1) == balanced
+    cmd = ablation.command(name, args)
+    assert f'--config.data.path={path} ' in cmd
+    assert f'conditional=clusters,clusters={name.split("_")[1]} ' in cmd
+  assert f'--config.data.path={data} ' in ablation.command('base', args)
+  assert ablation.command('base', args).split(' ')[3].endswith('mnist5k.py')

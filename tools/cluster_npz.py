@@ -19,7 +19,9 @@ Writes `images` unchanged and `labels` int32 [N], the cluster of each image
 (clusters numbered by size, largest first). Pixels are scaled to [0, 1] and
 clustered by Lloyd's algorithm from k-means++ starts (numpy, seeded by
 --seed; the best of --restarts by inertia), so the same data and seed give
-the same file. An existing `labels` array (classes) is replaced, not used.
+the same file. The clusters are equal in size (to one image; --unbalanced
+for plain k-means), so that drawing every cluster equally often, as the
+evaluation does, draws the data's distribution. An existing `labels` array (classes) is replaced, not used.
 """
 import argparse
 import os
@@ -105,6 +107,8 @@ def main(argv=None):
   parser.add_argument('--out', required=True, help='The .npz to write.')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--restarts', type=int, default=4)
+  parser.add_argument('--unbalanced', action='store_true',
+                      help='plain k-means: clusters of any size')
   args = parser.parse_args(argv)
   try:
     with np.load(args.data, allow_pickle=False) as npz:
@@ -126,7 +130,8 @@ def main(argv=None):
     x /= 255.
   else:  # Float images in [-1, 1] (gan_jax's own-images convention).
     x = (x + 1) / 2
-  labels = kmeans(x, args.clusters, args.seed, args.restarts)
+  labels = kmeans(x, args.clusters, args.seed, args.restarts,
+                  balanced=not args.unbalanced)
   np.savez_compressed(args.out, images=images, labels=labels)
   sizes = np.bincount(labels, minlength=args.clusters)
   print(f'wrote {args.out}: {len(images)} images in {args.clusters} clusters '
