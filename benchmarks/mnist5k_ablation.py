@@ -13,7 +13,9 @@ with the same optimizer, batch, EMA and standing statistics), evaluated every
 1,000 steps on 5,000 samples in the space of a classifier trained on the same
 digits: classes covered (at least half their even share), the rarest class's
 share over the even share, the fraction of samples the classifier gives a
-class with probability >= 0.9 ('confident'), FID and IS on its features.
+class with probability >= 0.9 ('confident'), FID and IS on its features
+(and FID of 1,000 samples, to set beside the real images' floor: 1,000 real
+digits against all 5,000).
 The `clusters_*` variants condition on k-means clusters of the digits
 (configs/mnist5k.py:conditional=clusters), written first by
 tools/cluster_npz.py into --workdir (`unbalanced`: plain k-means).
@@ -34,7 +36,8 @@ from benchmarks import bench_util  # pylint: disable=g-import-not-at-top,wrong-i
 from tools import cluster_npz  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 METRICS = ('classes_clf_5k', 'classes_clf_5k/min_share',
-           'classes_clf_5k/confident', 'fid_clf_5k_train', 'is_clf_5k')
+           'classes_clf_5k/confident', 'fid_clf_5k_train', 'is_clf_5k',
+           'fid_clf_1k_train')
 OPT = ('--config.g.optimizer.lr={lr} --config.d.optimizer.lr={lr} '
        '--config.g.optimizer.b1={b1} --config.d.optimizer.b1={b1}')
 # name -> (config, overrides) on top of configs/mnist5k.py's settings.
@@ -58,20 +61,33 @@ VARIANTS = {
                  '--config.ema.start_step=1000 --config.eval.standing_stats=16 '
                  '--config.eval_every=1000 --config.checkpoint.every=1000'),
 }
-# Cluster-conditional variants: name -> (clusters, equal sizes).
-CLUSTERS = {'clusters_20': (20, True), 'clusters_50': (50, True),
-            'clusters_100': (100, True),
-            'clusters_50_unbalanced': (50, False),
-            'clusters_100_unbalanced': (100, False)}
+# Cluster-conditional variants: name -> (clusters, equal sizes, seed).
+CLUSTERS = {'clusters_20': (20, True, 0), 'clusters_50': (50, True, 0),
+            'clusters_50_seed1': (50, True, 1),
+            'clusters_50_seed2': (50, True, 2),
+            'clusters_100': (100, True, 0),
+            'clusters_50_unbalanced': (50, False, 0),
+            'clusters_100_unbalanced': (100, False, 0)}
 VARIANTS.update({
-    name: (f'configs/mnist5k.py:conditional=clusters,clusters={k}', '')
-    for name, (k, _) in CLUSTERS.items()})
+    name: (f'configs/mnist5k.py:conditional=clusters,clusters={k}',
+           f'--config.seed={seed} --config.data.seed={seed}' if seed else '')
+    for name, (k, _, seed) in CLUSTERS.items()})
+
+
+def data_path(name, args):
+  """The npz variant `name` trains on: a cluster variant's is in --workdir
+  (the seeds of a variant share it)."""
+  if name not in CLUSTERS:
+    return args.data
+  k, balanced, _ = CLUSTERS[name]
+  return os.path.join(args.workdir,
+                      f'clusters_{k}{"" if balanced else "_unbalanced"}.npz')
 
 
 def clustered_data(name, args):
-  """The npz a cluster variant trains on (written once into --workdir)."""
-  k, balanced = CLUSTERS[name]
-  path = os.path.join(args.workdir, f'{name}.npz')
+  """Writes a cluster variant's npz from --data, once; returns its path."""
+  k, balanced, _ = CLUSTERS[name]
+  path = data_path(name, args)
   if not os.path.exists(path):
     os.makedirs(args.workdir, exist_ok=True)
     cluster_npz.main(['--data', args.data, '--clusters', str(k), '--out',
@@ -81,8 +97,7 @@ def clustered_data(name, args):
 
 def command(name, args):
   config, overrides = VARIANTS[name]
-  data = (os.path.join(args.workdir, f'{name}.npz') if name in CLUSTERS
-          else args.data)
+  data = data_path(name, args)
   return (f'{sys.executable} {os.path.join(ROOT, "launch.py")} --config '
           f'{os.path.join(ROOT, config)} --config.data.path={data} '
           f'--config.num_steps={args.num_steps} --config.checkpoint.keep=1 '
@@ -100,21 +115,23 @@ def collect(workdir, names):
       continue
     with open(path) as f:
       evals = [json.loads(l) for l in f if METRICS[0] in l]
-    runs[name] = [{'step': e['step'], **{m: e[m] for m in METRICS}}
+    # Runs made before fid_clf_1k_train was added have no such entry.
+    runs[name] = [{'step': e['step'], **{m: e[m] for m in METRICS if m in e}}
                   for e in evals]
   return runs
 
 
 def markdown(runs, step):
   lines = ['| variant | classes | rarest / even share | confident % | '
-           'fid_clf | is_clf |', '|---|---:|---:|---:|---:|---:|']
+           'fid_clf_5k | is_clf_5k | fid_clf_1k |',
+           '|---|---:|---:|---:|---:|---:|---:|']
   for name, evals in runs.items():
     e = next((e for e in evals if e['step'] == step), None)
     if e is None:
       continue
     lines.append(f"| {name} | {e[METRICS[0]]:.0f} | {e[METRICS[1]]:.2f} | "
                  f"{100 * e[METRICS[2]]:.1f} | {e[METRICS[3]]:.1f} | "
-                 f"{e[METRICS[4]]:.2f} |")
+                 f"{e[METRICS[4]]:.2f} | {e.get(METRICS[5], float('nan')):.1f} |")
   return '\n'.join(lines)
 
 

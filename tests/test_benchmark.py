@@ -173,7 +173,9 @@ def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
       classifier='clf')
   for name, balanced in (('clusters_20', True),
                          ('clusters_50_unbalanced', False)):
+    assert not os.path.exists(ablation.data_path(name, args))
     path = ablation.clustered_data(name, args)
+    assert path == ablation.data_path(name, args)
     labels = np.load(path)['labels']
     assert labels.max() < int(name.split('_')[1]) and labels.min() == 0
     assert (len(set(np.bincount(labels).tolist())) == 1) == balanced
@@ -181,4 +183,7 @@ def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
     assert f'--config.data.path={path} ' in cmd
     assert f'conditional=clusters,clusters={name.split("_")[1]} ' in cmd
   assert f'--config.data.path={data} ' in ablation.command('base', args)
+  seed1 = ablation.command('clusters_50_seed1', args)  # Same clusters.
+  assert ablation.data_path('clusters_50', args) in seed1
+  assert '--config.seed=1 ' in seed1
   assert ablation.command('base', args).split(' ')[3].endswith('mnist5k.py')

@@ -19,7 +19,8 @@ Writes `images` unchanged and `labels` int32 [N], the cluster of each image
 (clusters numbered by size, largest first). Pixels are scaled to [0, 1] and
 clustered by Lloyd's algorithm from k-means++ starts (numpy, seeded by
 --seed; the best of --restarts by inertia), so the same data and seed give
-the same file. The clusters are equal in size (to one image; --unbalanced
+the same file; where the input has `labels` (classes), how pure the
+clusters are in them is printed. The clusters are equal in size (to one image; --unbalanced
 for plain k-means), so that drawing every cluster equally often, as the
 evaluation does, draws the data's distribution. An existing `labels` array (classes) is replaced, not used.
 """
@@ -115,6 +116,7 @@ def main(argv=None):
       if 'images' not in npz.files:
         sys.exit(f"error: {args.data} has no array named 'images'")
       images = npz['images']
+      classes = npz['labels'] if 'labels' in npz.files else None
   except (OSError, ValueError) as e:
     sys.exit(f'error: cannot read {args.data} as an .npz ({e})')
   if images.ndim != 4:
@@ -136,6 +138,16 @@ def main(argv=None):
   sizes = np.bincount(labels, minlength=args.clusters)
   print(f'wrote {args.out}: {len(images)} images in {args.clusters} clusters '
         f'of {sizes.min()} to {sizes.max()} images')
+  if classes is not None and classes.shape == labels.shape:
+    print(f'purity against the old labels (not used): '
+          f'{purity(labels, classes):.3f}')
+
+
+def purity(clusters, classes):
+  """The fraction of images in their cluster's most common class."""
+  classes = np.asarray(classes).astype(np.int64) - np.min(classes)
+  return sum(np.bincount(classes[clusters == c]).max()
+             for c in np.unique(clusters)) / len(clusters)
 
 
 if __name__ == '__main__':
