@@ -146,8 +146,12 @@ def main():
   parser.add_argument('--collect', action='store_true',
                       help='only read the runs in --workdir')
   parser.add_argument('--note', default='', help='the machine, for the JSON')
+  parser.add_argument('--commit', default=None,
+                      help='with --collect: the commit the runs were made at '
+                      '(default: this checkout\'s)')
   parser.add_argument('--out', default=None)
   args = parser.parse_args()
+  commit = args.commit or bench_util.git_commit()  # Before any edit.
   names = [v for v in args.variants.split(',') if v]
   unknown = set(names) - set(VARIANTS)
   if unknown:
@@ -178,7 +182,7 @@ def main():
   if args.out:
     with open(args.out, 'w') as f:
       json.dump({'command': ' '.join(['python'] + sys.argv), 'note': args.note,
-                 'commit': bench_util.git_commit(),
+                 'commit': commit,
                  'commands': {n: command(n, args) for n in names},
                  'seconds': seconds, 'runs': runs, 'table': table}, f, indent=1)
     print(f'wrote {args.out}')

@@ -18,13 +18,13 @@ are averaged (EMA 0.999 from step 1,000) and samples and metrics come from
 that average, with G's BatchNorm statistics recomputed for it (standing
 statistics). `:conditional=projection` or `=acgan` makes it class-conditional
 on the digits' labels as configs/mnist_cgan.py (G gets the one-hot label
-with z, D that head; a grid row per class). `:conditional=clusters` conditions
-on k-means clusters of the images instead (tools/cluster_npz.py: no class
-label is used, so the run is unconditional in what it learns from): G and
-D as with projection, `clusters=K` labels (the tool's --clusters), each
-cluster drawn equally often (the tool makes them equal in size). docs/results.md has the
-ablation that chose these and the numbers on the classifier metrics; the
-seeds' own recipe is configs/mnist_dcgan.py.
+with z, D that head; a grid row per class). `:conditional=clusters`
+conditions on k-means clusters of the images instead (tools/cluster_npz.py;
+no class label is used, so the run learns from the images alone): G and D
+as with projection, `clusters=K` labels (the tool's --clusters), every
+cluster drawn equally often (the tool makes them equal in size). The
+ablation that chose these and the numbers on the classifier metrics are in
+docs/results.md; the seeds' own recipe is configs/mnist_dcgan.py.
 Arguments (`:key=value,...`):
   loss: any gan_jax.losses name, with its recipe (configs/default.py
     LOSS_RECIPES); default non_saturating

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import mnist5k
 from gan_jax import checks
 from gan_jax import data
 from gan_jax import models
@@ -243,6 +244,20 @@ def test_pack_with_labels_is_refused():
   config.d.pack = 2
   with pytest.raises(UserError, match='cannot be combined'):
     checks.validate(config)
+
+
+def test_cluster_labels_need_images_and_a_cluster_count():
+  """conditional.labels=clusters: refused without num_classes and on toy
+  data (whose labels are modes); taken on images with num_classes."""
+  for classes, data in ((0, 'images'), (8, 'ring8')):
+    config = tiny_config(num_classes=classes)
+    config.conditional.labels = 'clusters'
+    config.data.name = data
+    with pytest.raises(UserError, match='tools/cluster_npz.py'):
+      checks.validate(config)
+  config = mnist5k.get_config('conditional=clusters')
+  checks.validate(config)
+  assert config.num_classes == 50
 
 
 @pytest.mark.parametrize('head', ['projection', 'acgan'])
