@@ -333,27 +333,33 @@ def test_real_images_score_what_a_perfect_generator_would(trained, tmp_path):
   assert r.stderr.strip().splitlines()[-1].startswith('error: no classifier')
 
 
-def test_conditional_run_is_scored_by_the_classes_it_was_asked_for(
-    trained, tmp_path):
-  npz, ckpt, _ = trained
-  workdir = tmp_path / 'run'
+def _conditional_run(npz, ckpt, workdir, *flags):
+  """Two steps of configs/mnist_cgan.py on `npz` with `flags`, scored by
+  classes_clf_1k with the classifier `ckpt`: its one evaluation row."""
   args = tiny_digits_run(npz, workdir)
   args[0] = '--config=configs/mnist_cgan.py:data=images'
-  metrics = '--config.eval.metrics=classes_clf_1k'
-  r = run_launch([*args, '--config.num_classes=4', metrics,
+  r = run_launch([*args, *flags, '--config.eval.metrics=classes_clf_1k',
                   '--config.eval.sample_batch_size=100',
                   f'--config.eval.classifier_checkpoint={ckpt}'])
   assert r.returncode == 0, r.stderr[-3000:]
   with open(workdir / 'metrics.jsonl') as f:
     evals = [row for row in map(json.loads, f) if 'classes_clf_1k' in row]
   assert len(evals) == 1
-  per_class = [evals[0][f'classes_clf_1k/label_acc_{c}'] for c in range(4)]
+  return evals[0]
+
+
+def test_conditional_run_is_scored_by_the_classes_it_was_asked_for(
+    trained, tmp_path):
+  npz, ckpt, _ = trained
+  row = _conditional_run(npz, ckpt, tmp_path / 'run', '--config.num_classes=4')
+  per_class = [row[f'classes_clf_1k/label_acc_{c}'] for c in range(4)]
   # 250 samples asked for each class (rows of 100 labelled 0, 1, 2, 3, 0,
   # ...): their mean is the overall accuracy.
-  assert np.mean(per_class) == pytest.approx(
-      evals[0]['classes_clf_1k/label_acc'])
+  assert np.mean(per_class) == pytest.approx(row['classes_clf_1k/label_acc'])
   # Ten classes asked of a four-class classifier: one line, before training.
-  r = run_launch([*args[:-1], f'--workdir={tmp_path / "ten"}', metrics,
+  args = tiny_digits_run(npz, tmp_path / 'ten')
+  args[0] = '--config=configs/mnist_cgan.py:data=images'
+  r = run_launch([*args, '--config.eval.metrics=classes_clf_1k',
                   f'--config.eval.classifier_checkpoint={ckpt}'])
   assert r.returncode != 0 and 'Traceback' not in r.stderr, r.stderr[-3000:]
   assert r.stderr.strip().splitlines()[-1].startswith(
@@ -371,19 +377,10 @@ def test_cluster_conditional_run_is_scored_as_unconditional(trained, tmp_path):
                       '--clusters=3', f'--out={clustered}'], **TOOL_RUN)
   assert r.returncode == 0, r.stderr[-3000:]
   workdir = tmp_path / 'run'
-  args = tiny_digits_run(clustered, workdir)
-  args[0] = '--config=configs/mnist_cgan.py:data=images'
-  r = run_launch([*args, '--config.num_classes=3',
-                  '--config.conditional.labels=clusters',
-                  '--config.eval.metrics=classes_clf_1k',
-                  '--config.eval.sample_batch_size=100',
-                  f'--config.eval.classifier_checkpoint={ckpt}'])
-  assert r.returncode == 0, r.stderr[-3000:]
-  with open(workdir / 'metrics.jsonl') as f:
-    evals = [row for row in map(json.loads, f) if 'classes_clf_1k' in row]
-  assert len(evals) == 1
-  assert 0 <= evals[0]['classes_clf_1k/confident'] <= 1
-  assert not [k for k in evals[0] if 'label_acc' in k], evals[0]
+  row = _conditional_run(clustered, ckpt, workdir, '--config.num_classes=3',
+                         '--config.conditional.labels=clusters')
+  assert 0 <= row['classes_clf_1k/confident'] <= 1
+  assert not [k for k in row if 'label_acc' in k], row
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(workdir / 'samples' / 'step_0000002.png') as grid:
     assert grid.width == grid.height  # 2 x 2, not a row per label.
