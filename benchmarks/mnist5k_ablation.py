@@ -131,7 +131,8 @@ def markdown(runs, step):
       continue
     lines.append(f"| {name} | {e[METRICS[0]]:.0f} | {e[METRICS[1]]:.2f} | "
                  f"{100 * e[METRICS[2]]:.1f} | {e[METRICS[3]]:.1f} | "
-                 f"{e[METRICS[4]]:.2f} | {e.get(METRICS[5], float('nan')):.1f} |")
+                 f"{e[METRICS[4]]:.2f} | "
+                 f"{e.get(METRICS[5], float('nan')):.1f} |")
   return '\n'.join(lines)
 
 

@@ -110,6 +110,14 @@ def test_cluster_npz_finds_the_blobs_and_numbers_them_by_size(tmp_path,
   assert labels.dtype == np.int32 and labels.max() < 3
 
 
+def test_cluster_npz_sizes_when_clusters_do_not_divide_the_images():
+  x = np.random.default_rng(1).normal(size=(10, 3))
+  for k in (3, 4, 7):
+    labels = cluster_npz.kmeans(x, k, restarts=1)
+    sizes = np.bincount(labels, minlength=k)
+    assert sizes.sum() == 10 and sizes.max() <= -(-10 // k), (k, sizes)
+
+
 @pytest.mark.parametrize('case, message', [
     ('no_images', "has no array named 'images'"),
     ('clusters', '--clusters must be 2 .. 120'),

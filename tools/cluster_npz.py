@@ -20,9 +20,13 @@ Writes `images` unchanged and `labels` int32 [N], the cluster of each image
 clustered by Lloyd's algorithm from k-means++ starts (numpy, seeded by
 --seed; the best of --restarts by inertia), so the same data and seed give
 the same file; where the input has `labels` (classes), how pure the
-clusters are in them is printed. The clusters are equal in size (to one image; --unbalanced
-for plain k-means), so that drawing every cluster equally often, as the
-evaluation does, draws the data's distribution. An existing `labels` array (classes) is replaced, not used.
+clusters are in them is printed. The clusters hold at most ceil(N/K) images
+each (exactly N/K when K divides N; --unbalanced for plain k-means), so
+that drawing every cluster equally often, as the evaluation does, draws the
+data's distribution. An existing `labels` array (classes) is replaced, not
+used. Made for the few thousand to tens of thousands of images that such
+small-data runs have: the equal-size assignment is a Python loop over
+image-cluster pairs.
 """
 import argparse
 import os
@@ -61,16 +65,20 @@ def assign_balanced(x, centres):
                  + (centres**2).sum(1)[None], 0)
   room = np.full(k, -(-n // k))
   labels = np.full(n, -1)
+  left = n
   for pair in np.argsort(d, axis=None, kind='stable'):
     row, c = divmod(int(pair), k)
     if labels[row] < 0 and room[c]:
       labels[row], room[c] = c, room[c] - 1
+      left -= 1
+      if not left:
+        break
   return labels, float(d[np.arange(n), labels].sum())
 
 
 def kmeans(x, k, seed=0, restarts=4, iterations=100, balanced=True):
   """Cluster labels int32 [N] of the rows of `x` (the best of `restarts`);
-  `balanced`: clusters of equal size (to one row)."""
+  `balanced`: clusters of at most ceil(N/k) rows (`assign_balanced`)."""
   x = np.asarray(x, np.float64)
   rng = np.random.default_rng(seed)
   best = None
