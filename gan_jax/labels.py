@@ -24,10 +24,15 @@ def num_classes(config) -> int:
   return config.get('num_classes', 0) or 0
 
 
+def label_kind(config) -> str:
+  """What the labels are: `config.conditional.labels`, one of LABEL_KINDS
+  ('classes' for configs saved before the field existed)."""
+  return config.get('conditional', {}).get('labels', 'classes')
+
+
 def are_classes(config) -> bool:
   """Whether G is conditioned on labels that are classes (not clusters)."""
-  kind = config.get('conditional', {}).get('labels', 'classes')
-  return bool(num_classes(config)) and kind == 'classes'
+  return bool(num_classes(config)) and label_kind(config) == 'classes'
 
 
 def split_batch(batch):

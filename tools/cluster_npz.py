@@ -48,12 +48,17 @@ def kmeans_plus_plus(x, k, rng):
   return np.stack(centres)
 
 
+def squared_distances(x, centres):
+  """[N, k] squared distances of the rows of `x` to the centres (>= 0)."""
+  return np.maximum((x**2).sum(1)[:, None] - 2 * x @ centres.T
+                    + (centres**2).sum(1)[None], 0)
+
+
 def assign(x, centres):
   """(cluster of each row, sum of squared distances to its centre)."""
-  d = ((x**2).sum(1)[:, None] - 2 * x @ centres.T
-       + (centres**2).sum(1)[None])
+  d = squared_distances(x, centres)
   labels = d.argmin(1)
-  return labels, float(np.maximum(d[np.arange(len(x)), labels], 0).sum())
+  return labels, float(d[np.arange(len(x)), labels].sum())
 
 
 def assign_balanced(x, centres):
@@ -61,8 +66,7 @@ def assign_balanced(x, centres):
   centre) pairs are taken nearest first, each row to the first centre that
   still has room."""
   n, k = len(x), len(centres)
-  d = np.maximum((x**2).sum(1)[:, None] - 2 * x @ centres.T
-                 + (centres**2).sum(1)[None], 0)
+  d = squared_distances(x, centres)
   room = np.full(k, -(-n // k))
   labels = np.full(n, -1)
   left = n
