@@ -16,7 +16,10 @@ share over the even share, the fraction of samples the classifier gives a
 class with probability >= 0.9 ('confident'), FID and IS on its features
 (and FID of 1,000 samples, to set beside the real images' floor: 1,000 real
 digits against all 5,000).
-The `clusters_*` variants condition on k-means clusters of the digits
+The `projection*` variants are class-conditional (configs/mnist5k.py:
+conditional=projection); their table adds label accuracy (the share of
+samples the classifier puts in the class they were asked for) and a table of
+it per class. The `clusters_*` variants condition on k-means clusters of the digits
 (configs/mnist5k.py:conditional=clusters), written first by
 tools/cluster_npz.py into --workdir (`unbalanced`: plain k-means).
 `--collect` only reads the workdirs of an earlier call (or another machine's)
@@ -72,6 +75,13 @@ VARIANTS.update({
     name: (f'configs/mnist5k.py:conditional=clusters,clusters={k}',
            f'--config.seed={seed} --config.data.seed={seed}' if seed else '')
     for name, (k, _, seed) in CLUSTERS.items()})
+# Class-conditional (labels given): the same network and budget, 3 seeds.
+VARIANTS.update({
+    name: ('configs/mnist5k.py:conditional=projection',
+           f'--config.seed={seed} --config.data.seed={seed}' if seed else '')
+    for name, seed in (('projection', 0), ('projection_seed1', 1),
+                       ('projection_seed2', 2))})
+LABEL_ACC = 'classes_clf_5k/label_acc'  # Conditional runs: asked-for class.
 
 
 def data_path(name, args):
@@ -116,23 +126,41 @@ def collect(workdir, names):
     with open(path) as f:
       evals = [json.loads(l) for l in f if METRICS[0] in l]
     # Runs made before fid_clf_1k_train was added have no such entry.
-    runs[name] = [{'step': e['step'], **{m: e[m] for m in METRICS if m in e}}
+    runs[name] = [{'step': e['step'], **{m: v for m, v in e.items()
+                                         if m in METRICS or
+                                         m.startswith(LABEL_ACC)}}
                   for e in evals]
   return runs
 
 
 def markdown(runs, step):
+  """The table at `step`; with conditional runs, label accuracy overall and
+  per class too."""
+  at = {name: next((e for e in evals if e['step'] == step), None)
+        for name, evals in runs.items()}
+  at = {name: e for name, e in at.items() if e is not None}
+  labelled = any(LABEL_ACC in e for e in at.values())
   lines = ['| variant | classes | rarest / even share | confident % | '
-           'fid_clf_5k | is_clf_5k | fid_clf_1k |',
-           '|---|---:|---:|---:|---:|---:|---:|']
-  for name, evals in runs.items():
-    e = next((e for e in evals if e['step'] == step), None)
-    if e is None:
-      continue
+           'fid_clf_5k | is_clf_5k | fid_clf_1k |' +
+           (' label acc. % |' if labelled else ''),
+           '|---|---:|---:|---:|---:|---:|---:|' + ('---:|' if labelled else '')]
+  for name, e in at.items():
     lines.append(f"| {name} | {e[METRICS[0]]:.0f} | {e[METRICS[1]]:.2f} | "
                  f"{100 * e[METRICS[2]]:.1f} | {e[METRICS[3]]:.1f} | "
                  f"{e[METRICS[4]]:.2f} | "
-                 f"{e.get(METRICS[5], float('nan')):.1f} |")
+                 f"{e.get(METRICS[5], float('nan')):.1f} |" +
+                 (f" {100 * e.get(LABEL_ACC, float('nan')):.1f} |"
+                  if labelled else ''))
+  classes = sorted({int(m[len(LABEL_ACC) + 1:]) for e in at.values()
+                    for m in e if m.startswith(LABEL_ACC + '_')})
+  if classes:
+    lines += ['', '| variant: label acc. % of class | ' +
+              ' | '.join(map(str, classes)) + ' |',
+              '|---|' + '---:|' * len(classes)]
+    for name, e in at.items():
+      if LABEL_ACC in e:
+        lines.append(f'| {name} | ' + ' | '.join(
+            f"{100 * e[f'{LABEL_ACC}_{c}']:.1f}" for c in classes) + ' |')
   return '\n'.join(lines)
 
 

@@ -187,3 +187,37 @@ def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
   assert ablation.data_path('clusters_50', args) in seed1
   assert '--config.seed=1 ' in seed1
   assert ablation.command('base', args).split(' ')[3].endswith('mnist5k.py')
+
+
+def test_mnist5k_ablation_table_of_conditional_runs(tmp_path):
+  """--collect of a class-conditional and an unconditional run: the table
+  adds label accuracy (blank for the unconditional run) and a per-class
+  table for the conditional one, from each run's metrics.jsonl at the
+  last step."""
+  from benchmarks import mnist5k_ablation as ablation  # pylint: disable=g-import-not-at-top
+  acc = ablation.LABEL_ACC
+  base = {'classes_clf_5k': 10, 'classes_clf_5k/min_share': 0.9,
+          'classes_clf_5k/confident': 0.95, 'fid_clf_5k_train': 15.0,
+          'is_clf_5k': 9.5, 'fid_clf_1k_train': 20.0}
+  runs = {'projection_seed1': {acc: 0.99, acc + '_0': 1.0, acc + '_1': 0.98,
+                               acc + '_2': 0.985},
+          'base': {}}
+  for name, extra in runs.items():
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / 'metrics.jsonl', 'w') as f:
+      for step in (5, 10):
+        f.write(json.dumps({'step': step, **base, **extra,
+                            'classes_clf_5k': step}) + '\n')
+  assert 'projection_seed1' in ablation.VARIANTS
+  assert 'conditional=projection' in ablation.VARIANTS['projection_seed1'][0]
+  table = ablation.markdown(ablation.collect(str(tmp_path), list(runs)), 10)
+  lines = table.splitlines()
+  assert lines[0].endswith('| label acc. % |')
+  assert lines[2] == ('| projection_seed1 | 10 | 0.90 | 95.0 | 15.0 | 9.50 | '
+                      '20.0 | 99.0 |')
+  assert lines[3].endswith('| nan |')
+  assert '| variant: label acc. % of class | 0 | 1 | 2 |' in lines
+  assert lines[-1] == '| projection_seed1 | 100.0 | 98.0 | 98.5 |'
+  # Without conditional runs the table is as before.
+  plain = ablation.markdown(ablation.collect(str(tmp_path), ['base']), 10)
+  assert 'label acc' not in plain and len(plain.splitlines()) == 3
