@@ -47,6 +47,8 @@ VARIANTS = {
     'wasserstein': ('data=grid25,loss=wasserstein', {}),
     'hinge': ('data=grid25,loss=hinge', {}),
     'wgan_gp': ('data=grid25,loss=wgan_gp', {}),
+    # The penalty weight of WGAN-GP's toy code (gan_toy.py), not its paper's 10.
+    'wgan_gp weight 0.1': ('data=grid25,loss=wgan_gp', {'penalty.weight': 0.1}),
     'non_saturating + R1': ('data=grid25', {'penalty.name': 'r1',
                                             'penalty.weight': 1.0}),
     'pack m=2': ('data=grid25', {'d.pack': 2}),
