@@ -19,8 +19,8 @@ digits against all 5,000).
 The `projection*` variants are class-conditional (configs/mnist5k.py:
 conditional=projection); their table adds label accuracy (the share of
 samples the classifier puts in the class they were asked for) and a table of
-it per class. The `clusters_*` variants condition on k-means clusters of the digits
-(configs/mnist5k.py:conditional=clusters), written first by
+it per class. The `clusters_*` variants condition on k-means clusters of the
+digits (configs/mnist5k.py:conditional=clusters), written first by
 tools/cluster_npz.py into --workdir (`unbalanced`: plain k-means).
 `--collect` only reads the workdirs of an earlier call (or another machine's)
 and writes the table. `--jobs` runs variants side by side (each a process).
@@ -43,11 +43,18 @@ METRICS = ('classes_clf_5k', 'classes_clf_5k/min_share',
            'fid_clf_1k_train')
 OPT = ('--config.g.optimizer.lr={lr} --config.d.optimizer.lr={lr} '
        '--config.g.optimizer.b1={b1} --config.d.optimizer.b1={b1}')
+
+
+def seed_flags(seed):
+  """The overrides that train seed `seed` (none for the config's own, 0)."""
+  return f'--config.seed={seed} --config.data.seed={seed}' if seed else ''
+
+
 # name -> (config, overrides) on top of configs/mnist5k.py's settings.
 VARIANTS = {
     'base': ('configs/mnist5k.py', ''),
-    'seed1': ('configs/mnist5k.py', '--config.seed=1 --config.data.seed=1'),
-    'seed2': ('configs/mnist5k.py', '--config.seed=2 --config.data.seed=2'),
+    'seed1': ('configs/mnist5k.py', seed_flags(1)),
+    'seed2': ('configs/mnist5k.py', seed_flags(2)),
     'noema': ('configs/mnist5k.py',
               '--config.ema.decay=0.0 --config.eval.standing_stats=0'),
     'ema_nostanding': ('configs/mnist5k.py', '--config.eval.standing_stats=0'),
@@ -73,12 +80,11 @@ CLUSTERS = {'clusters_20': (20, True, 0), 'clusters_50': (50, True, 0),
             'clusters_100_unbalanced': (100, False, 0)}
 VARIANTS.update({
     name: (f'configs/mnist5k.py:conditional=clusters,clusters={k}',
-           f'--config.seed={seed} --config.data.seed={seed}' if seed else '')
+           seed_flags(seed))
     for name, (k, _, seed) in CLUSTERS.items()})
 # Class-conditional (labels given): the same network and budget, 3 seeds.
 VARIANTS.update({
-    name: ('configs/mnist5k.py:conditional=projection',
-           f'--config.seed={seed} --config.data.seed={seed}' if seed else '')
+    name: ('configs/mnist5k.py:conditional=projection', seed_flags(seed))
     for name, seed in (('projection', 0), ('projection_seed1', 1),
                        ('projection_seed2', 2))})
 LABEL_ACC = 'classes_clf_5k/label_acc'  # Conditional runs: asked-for class.

@@ -246,7 +246,8 @@ def _check_relations(config, loss):
     raise UserError(f'd.pack={pack} (PacGAN) and num_classes={classes} cannot '
                     'be combined: a pack mixes examples of different classes; '
                     'drop one (--config.d.pack=1 or --config.num_classes=0)')
-  if labels_lib.label_kind(config) == 'clusters' and (not classes or config.data.name in toy.DEFAULTS):
+  if labels_lib.label_kind(config) == 'clusters' and (
+      not classes or config.data.name in toy.DEFAULTS):
     raise UserError(
         'conditional.labels=clusters needs image data labelled with '
         'clusters and their number: write it with tools/cluster_npz.py '
