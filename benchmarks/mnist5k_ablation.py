@@ -17,7 +17,8 @@ class with probability >= 0.9 ('confident'), FID and IS on its features
 (and FID of 1,000 samples, to set beside the real images' floor: 1,000 real
 digits against all 5,000).
 The `projection*` variants are class-conditional (configs/mnist5k.py:
-conditional=projection); their table adds label accuracy (the share of
+conditional=projection), and so is `cgan` (configs/mnist_cgan.py, the seeds'
+recipe with labels, unchanged but for evaluating every 500 steps); their table adds label accuracy (the share of
 samples the classifier puts in the class they were asked for) and a table of
 it per class. The `clusters_*` variants condition on k-means clusters of the
 digits (configs/mnist5k.py:conditional=clusters), written first by
@@ -70,6 +71,10 @@ VARIANTS = {
                  '--config.updates=alternating --config.ema.decay=0.999 '
                  '--config.ema.start_step=1000 --config.eval.standing_stats=16 '
                  '--config.eval_every=1000 --config.checkpoint.every=1000'),
+    # The seeds' recipe with labels, as it stands (batch 256, Adam 1e-4,
+    # simultaneous updates, no EMA): configs/mnist_cgan.py on the digits.
+    'cgan': ('configs/mnist_cgan.py:data=images',
+             '--config.eval_every=500 --config.checkpoint.every=500'),
 }
 # Cluster-conditional variants: name -> (clusters, equal sizes, seed).
 CLUSTERS = {'clusters_20': (20, True, 0), 'clusters_50': (50, True, 0),
