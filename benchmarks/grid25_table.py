@@ -14,7 +14,8 @@ listed in VARIANTS. The metrics are those of `gan_jax.metrics.toy` on
 high-quality samples (within 3 std of a mode) and the reverse KL of the
 high-quality samples' mode histogram to uniform. The table gives mean ± std
 over seeds (sample std, ddof=1); a KL is NaN when a run has no high-quality
-sample, and the mean is then over the other seeds (n says how many).
+sample, and the mean is then over the other seeds (n says how many) and the
+worst seed's KL is NaN.
 
 Prints a markdown table and writes every run's numbers to `--out` (JSON).
 Run from the repository root (or anywhere: the root is put on sys.path).
@@ -151,10 +152,12 @@ def summarise(runs):
                  'num_steps': sorted({r['num_steps'] for r in mine}),
                  'modes': modes[:2], 'hq_percent': hq[:2], 'kl': kl[:2],
                  'kl_n': kl[2], 'label_acc_percent': acc[:2],
-                 # The worst seed on each number.
+                 # The worst seed on each number; a seed without a KL (no
+                 # high-quality sample) is the worst KL, NaN.
                  'worst': (min(r['modes'] for r in mine),
                            100 * min(r['hq'] for r in mine),
-                           max(r['kl'] for r in mine)),
+                           float('nan') if kl[2] < len(mine)
+                           else max(r['kl'] for r in mine)),
                  'seconds_per_run': float(np.mean([r['seconds'] for r in mine]))})
   return rows
 

@@ -221,3 +221,22 @@ def test_mnist5k_ablation_table_of_conditional_runs(tmp_path):
   # Without conditional runs the table is as before.
   plain = ablation.markdown(ablation.collect(str(tmp_path), ['base']), 10)
   assert 'label acc' not in plain and len(plain.splitlines()) == 3
+
+
+def test_grid25_table_seed_without_sharp_samples():
+  """A seed with no high-quality sample has no KL (NaN): the mean KL is over
+  the other seeds, with n, and the worst seed's KL is NaN, not whichever
+  KL max() meets first."""
+  from benchmarks import grid25_table  # pylint: disable=g-import-not-at-top
+  runs = [{'variant': 'wgan_gp', 'data': 'ring8', 'seed': s, 'num_steps': 40,
+           'modes': m, 'hq': hq, 'kl': kl, 'seconds': 1.0}
+          for s, (m, hq, kl) in enumerate([(0, 0.0, float('nan')),
+                                           (2, 0.001, 1.4), (4, 0.005, 1.0)])]
+  for order in (runs, runs[::-1]):
+    row, = grid25_table.summarise(order)
+    assert row['kl'][0] == pytest.approx(1.2) and row['kl_n'] == 2
+    assert row['worst'][:2] == (0, 0.0) and np.isnan(row['worst'][2])
+    line = grid25_table.markdown([row]).splitlines()[-1]
+    assert '| 1.200 ± 0.283 (n=2) | 0 / 0.0 / nan |' in line
+  row, = grid25_table.summarise(runs[1:])
+  assert row['worst'][2] == 1.4
