@@ -20,9 +20,10 @@ The `projection*` variants are class-conditional (configs/mnist5k.py:
 conditional=projection), and so is `cgan` (configs/mnist_cgan.py, the seeds'
 recipe with labels, unchanged but for evaluating every 500 steps); their
 table adds label accuracy (the share of samples the classifier puts in the
-class they were asked for) and a table of it per class. The `clusters_*` variants condition on k-means clusters of the
-digits (configs/mnist5k.py:conditional=clusters), written first by
-tools/cluster_npz.py into --workdir (`unbalanced`: plain k-means).
+class they were asked for) and a table of it per class. The `clusters_*`
+variants condition on k-means clusters of the digits (configs/mnist5k.py:
+conditional=clusters), written first by tools/cluster_npz.py into --workdir
+(`unbalanced`: plain k-means).
 `--collect` only reads the workdirs of an earlier call (or another machine's)
 and writes the table. `--jobs` runs variants side by side (each a process).
 """
