@@ -446,6 +446,28 @@ def _alive(pid):
     return False
 
 
+def test_a_worker_started_after_its_parent_died_exits():
+  """The worker init watches the pid it was given, not its parent at init.
+
+  A worker reparented before its init ran (its training process was killed
+  while it was still starting) must not adopt the new parent as its own.
+  """
+  script = ('import os, sys, time\n'
+            'from gan_jax.data import pipeline\n'
+            'pipeline.die_with_parent(0, 1, parent=int(sys.argv[1]))\n'
+            'time.sleep(60)\n'
+            'sys.exit(3)\n')
+  not_its_parent = os.getpid() + 1  # The child's parent is this process.
+  proc = subprocess.run([sys.executable, '-c', script, str(not_its_parent)],
+                        cwd=ROOT, timeout=50, check=False)
+  assert proc.returncode == 0
+  # Its own parent alive: the watch keeps the worker running.
+  script_alive = script.replace('time.sleep(60)', 'time.sleep(2)')
+  proc = subprocess.run([sys.executable, '-c', script_alive, str(os.getpid())],
+                        cwd=ROOT, timeout=50, check=False)
+  assert proc.returncode == 3
+
+
 @pytest.mark.skipif(not os.path.exists('/proc/self/task'), reason='needs /proc')
 def test_worker_processes_die_with_a_killed_parent():
   """After SIGKILL of the training process its grain workers exit too."""
@@ -457,7 +479,9 @@ def test_worker_processes_die_with_a_killed_parent():
     assert workers, 'no worker processes started'
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    deadline = time.time() + 20
+    # A worker still importing when its parent dies runs its init late: give
+    # a loaded machine time to get there.
+    deadline = time.time() + 60
     while time.time() < deadline and any(_alive(w) for w in workers):
       time.sleep(0.2)
     left = [w for w in workers if _alive(w)]

@@ -31,6 +31,7 @@ example (a ceiling of ~25k examples/s per process, measured), far below what a
 small GAN on one GPU consumes; per batch, an in-memory array is read at
 ~600k examples/s.
 """
+import functools
 import os
 import threading
 import time
@@ -161,15 +162,17 @@ class HostBatches:
     return to_float(batch)
 
 
-def die_with_parent(worker_index=None, worker_count=None):
-  """grain's worker init: the worker exits once its parent process is gone.
+def die_with_parent(worker_index, worker_count, parent):
+  """grain's worker init: the worker exits once process `parent` is gone.
 
   A training process killed with SIGKILL runs no cleanup, and its worker
   processes (hundreds of MB each) would live on, reparented. A daemon thread
-  notices the new parent within a second and ends the worker.
+  notices the new parent within a second and ends the worker. `parent` is
+  the training process's pid, taken there: a worker still starting up when
+  its parent is killed runs this only after being reparented, so its own
+  `os.getppid()` at this point may already be the new parent.
   """
   del worker_index, worker_count
-  parent = os.getppid()
 
   def watch():
     while os.getppid() == parent:
@@ -215,7 +218,8 @@ class GrainBatchIterator:
         flags.FLAGS.mark_as_parsed()
       ds = ds.mp_prefetch(
           grain.MultiprocessingOptions(num_workers=self._num_workers),
-          worker_init_fn=die_with_parent)
+          worker_init_fn=functools.partial(die_with_parent,
+                                           parent=os.getpid()))
     return iter(ds)
 
   def get_state(self):
