@@ -16,6 +16,8 @@ share over the even share, the fraction of samples the classifier gives a
 class with probability >= 0.9 ('confident'), FID and IS on its features
 (and FID of 1,000 samples, to set beside the real images' floor: 1,000 real
 digits against all 5,000).
+`dcgan` is the seeds' recipe unchanged (configs/mnist_dcgan.py), evaluated
+every 500 steps.
 The `projection*` variants are class-conditional (configs/mnist5k.py:
 conditional=projection), and so is `cgan` (configs/mnist_cgan.py, the seeds'
 recipe with labels, unchanged but for evaluating every 500 steps); their
@@ -72,6 +74,10 @@ VARIANTS = {
                  '--config.updates=alternating --config.ema.decay=0.999 '
                  '--config.ema.start_step=1000 --config.eval.standing_stats=16 '
                  '--config.eval_every=1000 --config.checkpoint.every=1000'),
+    # The seeds' recipe as it stands (batch 256, Adam 1e-4, simultaneous
+    # updates, no EMA): configs/mnist_dcgan.py on the digits.
+    'dcgan': ('configs/mnist_dcgan.py:data=images',
+              '--config.eval_every=500 --config.checkpoint.every=500'),
     # The seeds' recipe with labels, as it stands (batch 256, Adam 1e-4,
     # simultaneous updates, no EMA): configs/mnist_cgan.py on the digits.
     'cgan': ('configs/mnist_cgan.py:data=images',

@@ -187,10 +187,12 @@ def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
   assert ablation.data_path('clusters_50', args) in seed1
   assert '--config.seed=1 ' in seed1
   assert ablation.command('base', args).split(' ')[3].endswith('mnist5k.py')
-  # The seeds' recipe with labels, on the same digits.
-  cgan = ablation.command('cgan', args)
-  assert cgan.split(' ')[3].endswith('configs/mnist_cgan.py:data=images')
-  assert f'--config.data.path={data} ' in cgan
+  # The seeds' recipe, and with labels, on the same digits.
+  for name in ('dcgan', 'cgan'):
+    cmd = ablation.command(name, args)
+    assert cmd.split(' ')[3].endswith(f'configs/mnist_{name}.py:data=images')
+    assert f'--config.data.path={data} ' in cmd
+    assert '--config.eval_every=500 ' in cmd
 
 
 def test_mnist5k_ablation_table_of_conditional_runs(tmp_path):
