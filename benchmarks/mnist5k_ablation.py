@@ -17,7 +17,7 @@ class with probability >= 0.9 ('confident'), FID and IS on its features
 (and FID of 1,000 samples, to set beside the real images' floor: 1,000 real
 digits against all 5,000).
 `dcgan` is the seeds' recipe unchanged (configs/mnist_dcgan.py), evaluated
-every 500 steps.
+every 500 steps; `dcgan_adam2e4` the same with the DCGAN paper's Adam.
 The `projection*` variants are class-conditional (configs/mnist5k.py:
 conditional=projection), and so is `cgan` (configs/mnist_cgan.py, the seeds'
 recipe with labels, unchanged but for evaluating every 500 steps); their
@@ -78,6 +78,10 @@ VARIANTS = {
     # updates, no EMA): configs/mnist_dcgan.py on the digits.
     'dcgan': ('configs/mnist_dcgan.py:data=images',
               '--config.eval_every=500 --config.checkpoint.every=500'),
+    # ... with the DCGAN paper's Adam (2e-4, beta1 0.5) for both networks.
+    'dcgan_adam2e4': ('configs/mnist_dcgan.py:data=images',
+                      OPT.format(lr=2e-4, b1=0.5) + ' --config.eval_every=500 '
+                      '--config.checkpoint.every=500'),
     # The seeds' recipe with labels, as it stands (batch 256, Adam 1e-4,
     # simultaneous updates, no EMA): configs/mnist_cgan.py on the digits.
     'cgan': ('configs/mnist_cgan.py:data=images',
