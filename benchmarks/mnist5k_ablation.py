@@ -48,6 +48,8 @@ METRICS = ('classes_clf_5k', 'classes_clf_5k/min_share',
 OPT = ('--config.g.optimizer.lr={lr} --config.d.optimizer.lr={lr} '
        '--config.g.optimizer.b1={b1} --config.d.optimizer.b1={b1}')
 
+EVERY_500 = '--config.eval_every=500 --config.checkpoint.every=500'
+
 
 def seed_flags(seed):
   """The overrides that train seed `seed` (none for the config's own, 0)."""
@@ -76,16 +78,13 @@ VARIANTS = {
                  '--config.eval_every=1000 --config.checkpoint.every=1000'),
     # The seeds' recipe as it stands (batch 256, Adam 1e-4, simultaneous
     # updates, no EMA): configs/mnist_dcgan.py on the digits.
-    'dcgan': ('configs/mnist_dcgan.py:data=images',
-              '--config.eval_every=500 --config.checkpoint.every=500'),
+    'dcgan': ('configs/mnist_dcgan.py:data=images', EVERY_500),
     # ... with the DCGAN paper's Adam (2e-4, beta1 0.5) for both networks.
     'dcgan_adam2e4': ('configs/mnist_dcgan.py:data=images',
-                      OPT.format(lr=2e-4, b1=0.5) + ' --config.eval_every=500 '
-                      '--config.checkpoint.every=500'),
+                      OPT.format(lr=2e-4, b1=0.5) + ' ' + EVERY_500),
     # The seeds' recipe with labels, as it stands (batch 256, Adam 1e-4,
     # simultaneous updates, no EMA): configs/mnist_cgan.py on the digits.
-    'cgan': ('configs/mnist_cgan.py:data=images',
-             '--config.eval_every=500 --config.checkpoint.every=500'),
+    'cgan': ('configs/mnist_cgan.py:data=images', EVERY_500),
 }
 # Cluster-conditional variants: name -> (clusters, equal sizes, seed).
 CLUSTERS = {'clusters_20': (20, True, 0), 'clusters_50': (50, True, 0),

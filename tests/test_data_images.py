@@ -455,14 +455,14 @@ def test_a_worker_started_after_its_parent_died_exits():
   script = ('import os, sys, time\n'
             'from gan_jax.data import pipeline\n'
             'pipeline.die_with_parent(0, 1, parent=int(sys.argv[1]))\n'
-            'time.sleep(60)\n'
+            'time.sleep(30)\n'
             'sys.exit(3)\n')
   not_its_parent = os.getpid() + 1  # The child's parent is this process.
   proc = subprocess.run([sys.executable, '-c', script, str(not_its_parent)],
                         cwd=ROOT, timeout=50, check=False)
   assert proc.returncode == 0
   # Its own parent alive: the watch keeps the worker running.
-  script_alive = script.replace('time.sleep(60)', 'time.sleep(2)')
+  script_alive = script.replace('time.sleep(30)', 'time.sleep(2)')
   proc = subprocess.run([sys.executable, '-c', script_alive, str(os.getpid())],
                         cwd=ROOT, timeout=50, check=False)
   assert proc.returncode == 3
