@@ -20,7 +20,8 @@ digits against all 5,000).
 every 500 steps; `dcgan_adam2e4` the same with the DCGAN paper's Adam.
 The `projection*` variants are class-conditional (configs/mnist5k.py:
 conditional=projection), and so is `cgan` (configs/mnist_cgan.py, the seeds'
-recipe with labels, unchanged but for evaluating every 500 steps); their
+recipe with labels, unchanged but for evaluating every 500 steps;
+`cgan_adam2e4` with the DCGAN paper's Adam); their
 table adds label accuracy (the share of samples the classifier puts in the
 class they were asked for) and a table of it per class. The `clusters_*`
 variants condition on k-means clusters of the digits (configs/mnist5k.py:
@@ -85,6 +86,8 @@ VARIANTS = {
     # The seeds' recipe with labels, as it stands (batch 256, Adam 1e-4,
     # simultaneous updates, no EMA): configs/mnist_cgan.py on the digits.
     'cgan': ('configs/mnist_cgan.py:data=images', EVERY_500),
+    'cgan_adam2e4': ('configs/mnist_cgan.py:data=images',
+                     OPT.format(lr=2e-4, b1=0.5) + ' ' + EVERY_500),
 }
 # Cluster-conditional variants: name -> (clusters, equal sizes, seed).
 CLUSTERS = {'clusters_20': (20, True, 0), 'clusters_50': (50, True, 0),

@@ -193,7 +193,10 @@ def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
     assert cmd.split(' ')[3].endswith(f'configs/mnist_{name}.py:data=images')
     assert f'--config.data.path={data} ' in cmd
     assert '--config.eval_every=500 ' in cmd
-  assert '--config.d.optimizer.b1=0.5 ' in ablation.command('dcgan_adam2e4', args)
+  for name in ('dcgan_adam2e4', 'cgan_adam2e4'):
+    cmd = ablation.command(name, args)
+    assert f'configs/mnist_{name.split("_")[0]}.py:data=images ' in cmd
+    assert '--config.d.optimizer.b1=0.5 ' in cmd and '--config.eval_every=500 ' in cmd
 
 
 def test_mnist5k_ablation_table_of_conditional_runs(tmp_path):
