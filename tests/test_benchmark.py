@@ -185,6 +185,9 @@ def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
   assert f'--config.data.path={data} ' in ablation.command('base', args)
   seed1 = ablation.command('clusters_50_seed1', args)  # Same clusters.
   assert ablation.data_path('clusters_50', args) in seed1
+  seed2 = ablation.command('clusters_100_seed2', args)
+  assert ablation.data_path('clusters_100', args) in seed2
+  assert '--config.seed=2 --config.data.seed=2' in seed2
   assert '--config.seed=1 ' in seed1
   assert ablation.command('base', args).split(' ')[3].endswith('mnist5k.py')
   # The seeds' recipe, and with labels, on the same digits.
