@@ -206,7 +206,8 @@ def main():
                       help='where the runs go (default: a temporary folder)')
   args = parser.parse_args()
   if args.merge:
-    return write(args, merged(args.merge), 0)
+    runs = merged(args.merge)
+    return write(args, runs, sum(r['seconds'] for r in runs))
   seeds = [int(s) for s in args.seeds.split(',')]
   variants = [v.strip() for v in args.variants.split(',')]
   unknown = [v for v in variants if v not in VARIANTS]
@@ -259,7 +260,7 @@ def write(args, runs, seconds):
   with open(args.out, 'w') as f:
     json.dump({'command': ' '.join(['python'] + sys.argv),
                'commit': commits[0] if len(commits) == 1 else commits,
-               'num_steps': args.num_steps,
+               'num_steps': sorted({r['num_steps'] for r in runs}),
                'variants': {r['variant']: VARIANTS.get(r['variant'])
                             for r in runs},
                'runs': runs, 'summary': rows, 'table': table}, f, indent=2)

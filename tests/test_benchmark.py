@@ -151,6 +151,9 @@ def test_grid25_table_curves_data_and_merge(tmp_path):
   # The table's last numbers are the curve's last point.
   assert ring['curve'][-1][1:] == [ring['modes'], ring['hq'], ring['kl']]
   assert ring['seed'] == 3 and all(r['commit'] for r in merged['runs'])
+  # The runs' own budget and time, not the merge call's defaults.
+  assert merged['num_steps'] == [200]
+  assert f"({round(ring['seconds'] + pac['seconds'])} s in all)" in out
   assert '| ring_pacgan | non_saturating | 200 |' in out
   assert '| grid25 | pacgan m=2 | 200 |' in out
   # A variant whose data cannot be replaced is refused before any training.
