@@ -203,7 +203,8 @@ def main():
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks',
                                                     'grid25_table.json'))
   parser.add_argument('--workdir', default=None,
-                      help='where the runs go (default: a temporary folder)')
+                      help='where the runs go and stay (default: a temporary '
+                      'folder, removed at the end)')
   args = parser.parse_args()
   if args.merge:
     runs = merged(args.merge)
@@ -220,7 +221,16 @@ def main():
       parser.error(str(e))
   logging.set_verbosity(logging.WARNING)
   commit = bench_util.git_commit()  # The code the runs use: it is imported now.
-  base = args.workdir or tempfile.mkdtemp(prefix='grid25_table_')
+  if args.workdir:
+    return write(args, *train_all(args, variants, seeds, args.workdir, commit))
+  # No --workdir: the runs' checkpoints are not kept.
+  with tempfile.TemporaryDirectory(prefix='grid25_table_') as base:
+    return write(args, *train_all(args, variants, seeds, base, commit))
+
+
+def train_all(args, variants, seeds, base, commit):
+  """Trains each variant x seed in a folder under `base`; returns the runs
+  and the seconds it took."""
   runs = []
   t0 = time.time()
   for variant in variants:
@@ -234,7 +244,7 @@ def main():
       print(f"{variant:22s} {r['data']:12s} seed {seed}: modes "
             f"{r['modes']:2d}  hq {100 * r['hq']:5.1f}%  kl {r['kl']:.3f}  "
             f"({r['seconds']:.0f} s)", flush=True)
-  return write(args, runs, time.time() - t0)
+  return runs, time.time() - t0
 
 
 def merged(paths):

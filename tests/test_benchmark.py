@@ -129,6 +129,10 @@ def test_grid25_table_curves_data_and_merge(tmp_path):
   env.pop('XLA_FLAGS', None)
   script = os.path.join(ROOT, 'benchmarks', 'grid25_table.py')
 
+  tmp = tmp_path / 'tmp'  # The script's temporary folders go here.
+  tmp.mkdir()
+  env['TMPDIR'] = str(tmp)
+
   def table(*args):
     proc = subprocess.run([sys.executable, script, *args], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
@@ -139,7 +143,10 @@ def test_grid25_table_curves_data_and_merge(tmp_path):
         '--data=ring_pacgan', '--curve_points=2', f'--workdir={tmp_path}/a',
         f'--out={tmp_path}/a.json')
   table('--num_steps=200', '--seeds=3', '--variants=pacgan m=2',
-        '--curve_points=1', f'--workdir={tmp_path}/b', f'--out={tmp_path}/b.json')
+        '--curve_points=1', f'--out={tmp_path}/b.json')
+  # A --workdir keeps its runs; without one, the temporary folder is removed.
+  assert (tmp_path / 'a' / 'non_saturating_ring_pacgan_seed3').is_dir()
+  assert not [p for p in tmp.iterdir() if p.name.startswith('grid25_table_')]
   out = table('--merge', f'{tmp_path}/a.json', f'{tmp_path}/b.json',
               f'--out={tmp_path}/m.json')
   merged = json.loads((tmp_path / 'm.json').read_text())
