@@ -21,6 +21,7 @@ Prints a markdown table and writes every run's numbers to `--out` (JSON).
 Run from the repository root (or anywhere: the root is put on sys.path).
 """
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -221,30 +222,23 @@ def main():
       parser.error(str(e))
   logging.set_verbosity(logging.WARNING)
   commit = bench_util.git_commit()  # The code the runs use: it is imported now.
-  if args.workdir:
-    return write(args, *train_all(args, variants, seeds, args.workdir, commit))
-  # No --workdir: the runs' checkpoints are not kept.
-  with tempfile.TemporaryDirectory(prefix='grid25_table_') as base:
-    return write(args, *train_all(args, variants, seeds, base, commit))
-
-
-def train_all(args, variants, seeds, base, commit):
-  """Trains each variant x seed in a folder under `base`; returns the runs
-  and the seconds it took."""
-  runs = []
-  t0 = time.time()
-  for variant in variants:
-    for seed in seeds:
-      name = variant.replace(' ', '').replace('+', '_').replace('=', '')
-      r = run_one(variant, seed, args.num_steps,
-                  os.path.join(base, f'{name}_{args.data}_seed{seed}'),
-                  args.data, args.curve_points)
-      r['commit'] = commit
-      runs.append(r)
-      print(f"{variant:22s} {r['data']:12s} seed {seed}: modes "
-            f"{r['modes']:2d}  hq {100 * r['hq']:5.1f}%  kl {r['kl']:.3f}  "
-            f"({r['seconds']:.0f} s)", flush=True)
-  return runs, time.time() - t0
+  # Without --workdir the runs go to a temporary folder, removed at the end.
+  with (contextlib.nullcontext(args.workdir) if args.workdir else
+        tempfile.TemporaryDirectory(prefix='grid25_table_')) as base:
+    runs = []
+    t0 = time.time()
+    for variant in variants:
+      for seed in seeds:
+        name = variant.replace(' ', '').replace('+', '_').replace('=', '')
+        r = run_one(variant, seed, args.num_steps,
+                    os.path.join(base, f'{name}_{args.data}_seed{seed}'),
+                    args.data, args.curve_points)
+        r['commit'] = commit
+        runs.append(r)
+        print(f"{variant:22s} {r['data']:12s} seed {seed}: modes "
+              f"{r['modes']:2d}  hq {100 * r['hq']:5.1f}%  kl {r['kl']:.3f}  "
+              f"({r['seconds']:.0f} s)", flush=True)
+  return write(args, runs, time.time() - t0)
 
 
 def merged(paths):
