@@ -22,7 +22,8 @@ with z, D that head; a grid row per class). `:conditional=clusters`
 conditions on k-means clusters of the images instead (tools/cluster_npz.py;
 no class label is used, so the run learns from the images alone): G and D
 as with projection, `clusters=K` labels (the tool's --clusters), every
-cluster drawn equally often (the tool makes them equal in size). The
+cluster drawn as often as the data has it (the tool makes them equal in
+size). The
 ablation that chose these and the numbers on the classifier metrics are in
 docs/results.md; the seeds' own recipe is configs/mnist_dcgan.py.
 Arguments (`:key=value,...`):

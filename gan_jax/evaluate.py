@@ -207,9 +207,8 @@ def _image_metrics(config, generate, g_state, key):
   rows = getattr(generate, 'sample_rows', None) or functools.partial(
       sampling.rows_from, generate)
   batch = sample_batch_size(config)
-  classes = labels_lib.num_classes(config)
   return image_metrics.evaluate_samples(
       config.eval, rows(g_state, key, batch),
       lambda split: _real_batches(config, split), _dataset_key(config),
-      labels=(lambda n: sampling.row_labels(0, n, batch, classes))
+      labels=(lambda n: sampling.row_labels(config, 0, n, batch))
       if labels_lib.are_classes(config) else None)

@@ -9,10 +9,15 @@ cross-entropy is added to both losses with weight
 The labels need not be classes: with `config.conditional.labels = 'clusters'`
 they are k-means clusters of the images (tools/cluster_npz.py), which lets G
 keep apart modes an unconditional G blends. Training is the same; evaluation
-then treats G as unconditional (samples drawn for every cluster in turn, no
-per-class grid rows or label accuracy), since no cluster is a class.
+then treats G as unconditional (no per-class grid rows or label accuracy),
+since no cluster is a class, and draws the clusters as often as the data has
+them: the distribution G was trained to draw.
 """
+import functools
+import math
+
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -76,7 +81,35 @@ def acgan_g_term(weight, fake_class, labels):
 
 
 def eval_labels(config, num):
-  """Labels for `num` evaluation samples: 0, 1, ..., N-1, 0, 1, ... (class
-  balanced), or None when unconditional."""
+  """Labels for `num` evaluation samples, or None when unconditional: classes
+  0, 1, ..., N-1, 0, 1, ... (class balanced); clusters in the proportions of
+  the data's labels (`in_proportion`), which for equal clusters is the same
+  sequence."""
   n = num_classes(config)
-  return jnp.arange(num, dtype=jnp.int32) % n if n else None
+  if not n:
+    return None
+  if label_kind(config) == 'clusters':
+    from gan_jax.data import own_images  # pylint: disable=g-import-not-at-top
+    counts = tuple(int(c) for c in own_images.label_counts(config))
+    return jnp.asarray(in_proportion(counts, num))
+  return jnp.arange(num, dtype=jnp.int32) % n
+
+
+@functools.lru_cache(maxsize=16)
+def in_proportion(counts, num):
+  """int32 [num] labels, label k drawn `counts[k] / sum(counts)` of the
+  time and interleaved, by smooth weighted round-robin: each step every label
+  gains its count, the one with most (the lowest on a tie) is drawn and pays
+  the total. Every run of sum(counts) labels holds exactly counts[k] of label
+  k; equal counts give 0, 1, ..., K-1, 0, 1, ... (read-only numpy)."""
+  divisor = functools.reduce(math.gcd, counts)
+  weights = np.array(counts, np.int64) // max(divisor, 1)
+  period = min(num, int(weights.sum()))
+  credit, labels = np.zeros_like(weights), np.empty(period, np.int32)
+  for i in range(period):
+    credit += weights
+    labels[i] = np.argmax(credit)
+    credit[labels[i]] -= weights.sum()
+  labels = np.resize(labels, num)  # Repeats the period.
+  labels.flags.writeable = False
+  return labels

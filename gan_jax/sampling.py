@@ -18,7 +18,7 @@ from gan_jax.metrics import shards
 
 def make_generate(config):
   """`generate(g, key, num, labels=None) -> samples`; a conditional G without
-  labels gets `labels.eval_labels` (class balanced). Its attribute
+  labels gets `labels.eval_labels`. Its attribute
   `sample_rows(g, key, batch)` is `make_sample_rows` for this config."""
   @functools.partial(jax.jit, static_argnums=(2,))
   def jitted(g, key, num, labels):
@@ -78,10 +78,14 @@ def _sharded_apply(model, conditional, devices):
                   out_shardings=rows), rows, replicated)
 
 
-def row_labels(start, stop, batch, classes):
-  """The labels of samples start .. stop-1 of `make_sample_rows`: row i of
-  its noise batch has `eval_labels`' label i % classes (int32)."""
-  return ((np.arange(start, stop) % batch) % classes).astype(np.int32)
+def row_labels(config, start, stop, batch):
+  """The labels of samples start .. stop-1 of `make_sample_rows` (int32; 0
+  for an unconditional G): row i of its noise batch has label i of
+  `eval_labels(config, batch)`."""
+  labels = labels_lib.eval_labels(config, batch)
+  if labels is None:
+    return np.zeros(stop - start, np.int32)
+  return np.asarray(labels)[np.arange(start, stop) % batch]
 
 
 def make_sample_rows(config, g, key, batch, devices=None):
@@ -111,7 +115,7 @@ def make_sample_rows(config, g, key, batch, devices=None):
     z = np.concatenate([np.asarray(_noise(key, b, batch, config.z_dim))
                         for b in range(first, last + 1)])
     z = z[start - first * batch:stop - first * batch]
-    labels = row_labels(start, stop, batch, max(classes, 1))
+    labels = row_labels(config, start, stop, batch)
     pad = padded - len(z)
     z = np.pad(z, ((0, pad), (0, 0)))
     labels = np.pad(labels, (0, pad)).astype(np.int32)
@@ -142,4 +146,4 @@ def draw(config, g, key, num, batch):
   samples = shards.gather({'samples': np.concatenate(pieces)}, num,
                           per)['samples']
   classes = labels_lib.num_classes(config)
-  return samples, (row_labels(0, num, batch, classes) if classes else None)
+  return samples, (row_labels(config, 0, num, batch) if classes else None)

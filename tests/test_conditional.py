@@ -260,6 +260,62 @@ def test_cluster_labels_need_images_and_a_cluster_count():
   assert config.num_classes == 50
 
 
+def test_in_proportion_draws_each_label_as_often_as_its_count():
+  """Every period of sum(counts) labels holds exactly counts[k] of label k,
+  every prefix is within one sample a label of proportional, equal counts
+  give 0, 1, ..., K-1 again and again, and a longer draw starts with a
+  shorter one."""
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    counts = tuple(int(c) for c in rng.integers(0, 40, rng.integers(1, 12)))
+    if not sum(counts):
+      continue
+    total = sum(counts)
+    labels = labels_lib.in_proportion(counts, 3 * total + 5)
+    for start in (0, total, 2 * total):
+      np.testing.assert_array_equal(
+          np.bincount(labels[start:start + total], minlength=len(counts)),
+          counts)
+    seen = np.cumsum(np.eye(len(counts))[labels], axis=0)
+    expected = np.arange(1, len(labels) + 1)[:, None] * np.array(counts) / total
+    assert np.abs(seen - expected).max() < 1
+    np.testing.assert_array_equal(labels_lib.in_proportion(counts, 7),
+                                  labels[:7])
+  np.testing.assert_array_equal(labels_lib.in_proportion((4, 4, 4), 8),
+                                [0, 1, 2, 0, 1, 2, 0, 1])
+
+
+def test_clusters_are_drawn_in_the_data_proportions(tmp_path):
+  """A cluster-conditional run's evaluation labels (samples, grids, the
+  standing statistics' batches) follow the data's cluster sizes; class
+  labels stay balanced; equal clusters give the balanced sequence."""
+  path = tmp_path / 'clusters.npz'
+  np.savez(path, images=np.zeros((10, 8, 8, 1), np.uint8),
+           labels=np.array([0] * 6 + [1] * 3 + [2]))
+  config = _image_config(path)
+  config.conditional.labels = 'clusters'
+  np.testing.assert_array_equal(
+      np.bincount(np.asarray(labels_lib.eval_labels(config, 10))), [6, 3, 1])
+  rows = sampling.row_labels(config, 5, 25, 10)  # Rows of batches of 10.
+  batch = np.asarray(labels_lib.eval_labels(config, 10))
+  np.testing.assert_array_equal(rows, np.concatenate([batch[5:], batch,
+                                                      batch[:5]]))
+  config.batch_size = 20
+  from gan_jax import standing_stats  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(
+      np.bincount(np.asarray(standing_stats.batch(config, 0)[1])), [12, 6, 2])
+  config.conditional.labels = 'classes'
+  np.testing.assert_array_equal(labels_lib.eval_labels(config, 5),
+                                [0, 1, 2, 0, 1])
+  np.testing.assert_array_equal(sampling.row_labels(config, 0, 4, 3),
+                                [0, 1, 2, 0])
+  equal = _labelled_npz(tmp_path / 'equal.npz', n=12)  # 4 of each label.
+  config = _image_config(equal)
+  config.conditional.labels = 'clusters'
+  np.testing.assert_array_equal(labels_lib.eval_labels(config, 7),
+                                [0, 1, 2, 0, 1, 2, 0])
+
+
 @pytest.mark.parametrize('head', ['projection', 'acgan'])
 def test_conditional_toy_gan_puts_each_label_on_its_mode(head, tmp_path):
   """Trained on ring8 labelled by mode, G(z, c) lands on mode c."""

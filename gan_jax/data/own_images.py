@@ -300,7 +300,8 @@ def _npz(path, size, channels, num_classes):
   return pipeline.ArrayBatches(images, labels), images.shape[1:]
 
 
-def build(config, host_batch_size, process_index, process_count):
+def _locate(config):
+  """(data.path, whether it is a folder), or a UserError if it is unusable."""
   path = pipeline.field(config, 'path')
   if not path:
     raise UserError('data.path is not set; pass --config.data.path=P with P a '
@@ -320,6 +321,35 @@ def build(config, host_batch_size, process_index, process_count):
     raise UserError(f'data.path {path} does not exist; pass '
                     '--config.data.path=P with P a folder of .png/.jpg images '
                     'or an .npz with an images array')
+  if not folder and not path.lower().endswith('.npz'):
+    raise UserError(f'data.path {path} is neither a folder nor an .npz file; '
+                    'pass a folder of .png/.jpg images or an .npz with an '
+                    'images array')
+  return path, folder
+
+
+def label_counts(config):
+  """How many examples of `config.data.path` have each label 0 ..
+  num_classes-1 (int64 [num_classes]); read once per path. The evaluation
+  of a cluster-conditional run draws its clusters in these proportions
+  (gan_jax/labels.py)."""
+  path, folder = _locate(config)
+  return _label_counts(path, folder, pipeline.num_classes(config))
+
+
+@functools.lru_cache(maxsize=4)
+def _label_counts(path, folder, num_classes):
+  if folder:  # Every image file counts, readable or not (they are not probed).
+    paths = [p for p in workdir_lib.list_files(path)
+             if p.lower().endswith(EXTENSIONS)]
+    labels = _folder_labels(path, paths, num_classes)
+  else:
+    labels = pipeline.check_labels(_read_npz(path, True)[1], num_classes, path)
+  return np.bincount(labels, minlength=num_classes)
+
+
+def build(config, host_batch_size, process_index, process_count):
+  path, folder = _locate(config)
   channels = pipeline.field(config, 'channels')
   if channels not in (None, 1, 3):
     raise UserError(f'data.channels must be 1 or 3, got {channels!r}; pass '
@@ -331,12 +361,8 @@ def build(config, host_batch_size, process_index, process_count):
   num_classes = pipeline.num_classes(config)
   if folder:
     source, shape = _folder(path, size, channels, num_classes)
-  elif path.lower().endswith('.npz'):
-    source, shape = _npz(path, size, channels, num_classes)
   else:
-    raise UserError(f'data.path {path} is neither a folder nor an .npz file; '
-                    'pass a folder of .png/.jpg images or an .npz with an '
-                    'images array')
+    source, shape = _npz(path, size, channels, num_classes)
   if isinstance(source, pipeline.ArrayBatches):  # One fancy index a batch.
     read_batch, num = source, len(source.images)
   else:  # Files, decoded one by one.
