@@ -23,8 +23,7 @@ conditions on k-means clusters of the images instead (tools/cluster_npz.py;
 no class label is used, so the run learns from the images alone): G and D
 as with projection, `clusters=K` labels (the tool's --clusters), every
 cluster drawn as often as the data has it (the tool makes them equal in
-size). The
-ablation that chose these and the numbers on the classifier metrics are in
+size). The ablation that chose these and the numbers on the classifier metrics are in
 docs/results.md; the seeds' own recipe is configs/mnist_dcgan.py.
 Arguments (`:key=value,...`):
   loss: any gan_jax.losses name, with its recipe (configs/default.py

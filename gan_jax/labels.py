@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gan_jax.data import own_images
+
 
 LABEL_KINDS = ('classes', 'clusters')
 
@@ -81,18 +83,17 @@ def acgan_g_term(weight, fake_class, labels):
 
 
 def eval_labels(config, num):
-  """Labels for `num` evaluation samples, or None when unconditional: classes
-  0, 1, ..., N-1, 0, 1, ... (class balanced); clusters in the proportions of
-  the data's labels (`in_proportion`), which for equal clusters is the same
-  sequence."""
+  """int32 numpy labels for `num` evaluation samples, or None when
+  unconditional: classes 0, 1, ..., N-1, 0, 1, ... (class balanced);
+  clusters in the proportions of the data's labels (`in_proportion`), which
+  for equal clusters is the same sequence."""
   n = num_classes(config)
   if not n:
     return None
   if label_kind(config) == 'clusters':
-    from gan_jax.data import own_images  # pylint: disable=g-import-not-at-top
     counts = tuple(int(c) for c in own_images.label_counts(config))
-    return jnp.asarray(in_proportion(counts, num))
-  return jnp.arange(num, dtype=jnp.int32) % n
+    return in_proportion(counts, num)
+  return np.arange(num, dtype=np.int32) % n
 
 
 @functools.lru_cache(maxsize=16)
@@ -102,14 +103,14 @@ def in_proportion(counts, num):
   gains its count, the one with most (the lowest on a tie) is drawn and pays
   the total. Every run of sum(counts) labels holds exactly counts[k] of label
   k; equal counts give 0, 1, ..., K-1, 0, 1, ... (read-only numpy)."""
-  divisor = functools.reduce(math.gcd, counts)
-  weights = np.array(counts, np.int64) // max(divisor, 1)
-  period = min(num, int(weights.sum()))
-  credit, labels = np.zeros_like(weights), np.empty(period, np.int32)
-  for i in range(period):
+  weights = np.array(counts, np.int64) // max(functools.reduce(math.gcd,
+                                                              counts), 1)
+  total = int(weights.sum())
+  credit, labels = np.zeros_like(weights), np.empty(min(num, total), np.int32)
+  for i in range(len(labels)):
     credit += weights
     labels[i] = np.argmax(credit)
-    credit[labels[i]] -= weights.sum()
+    credit[labels[i]] -= total
   labels = np.resize(labels, num)  # Repeats the period.
   labels.flags.writeable = False
   return labels

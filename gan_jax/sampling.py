@@ -85,7 +85,7 @@ def row_labels(config, start, stop, batch):
   labels = labels_lib.eval_labels(config, batch)
   if labels is None:
     return np.zeros(stop - start, np.int32)
-  return np.asarray(labels)[np.arange(start, stop) % batch]
+  return labels[np.arange(start, stop) % batch]
 
 
 def make_sample_rows(config, g, key, batch, devices=None):

@@ -21,10 +21,10 @@ clustered by Lloyd's algorithm from k-means++ starts (numpy, seeded by
 --seed; the best of --restarts by inertia), so the same data and seed give
 the same file; where the input has `labels` (classes), how pure the
 clusters are in them is printed. The clusters hold at most ceil(N/K) images
-each (exactly N/K when K divides N; --unbalanced for plain k-means); the
-evaluation draws each cluster as often as the file has it (gan_jax/labels.py),
-and in training the fakes take the real batch's clusters. An existing `labels` array (classes) is replaced, not
-used. Made for the few thousand to tens of thousands of images that such
+each (exactly N/K when K divides N; --unbalanced for plain k-means); in
+training the fakes take the real batch's clusters, and the evaluation draws
+each cluster as often as the file has it (gan_jax/labels.py). An existing
+`labels` array (classes) is replaced, not used. Made for the few thousand to tens of thousands of images that such
 small-data runs have: the equal-size assignment is a Python loop over
 image-cluster pairs.
 """
