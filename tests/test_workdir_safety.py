@@ -222,6 +222,10 @@ def largest_array_file(workdir, step):
 
 
 def test_flipped_bytes_in_array_data_are_caught(finished, tmp_path):
+  # The arrays are zstd-compressed: a flip either breaks the stream (tensorstore
+  # refuses to read it) or decodes to other values (the checksums catch it);
+  # which one depends on where the flip lands. Both must end in the same
+  # one-line error; the checksum path alone is the next test's.
   workdir = copy_of(finished, tmp_path)
   path = largest_array_file(workdir, 6)
   content = bytearray(path.read_bytes())
@@ -232,9 +236,24 @@ def test_flipped_bytes_in_array_data_are_caught(finished, tmp_path):
   with pytest.raises(UserError) as e:
     run(workdir, num_steps=9)
   message = str(e.value)
-  assert 'step 6' in message and 'checksum' in message, message
+  assert 'checkpoint at step 6' in message and 'damaged' in message, message
   assert '--config.resume_from_step=3' in message
   assert int(run(workdir, num_steps=9, resume_from_step=3).step) == 9
+
+
+def test_arrays_that_read_but_changed_fail_their_checksums(finished, tmp_path):
+  # Step 3's arrays under step 6's checksums: every file reads, the values are
+  # not the ones saved at step 6 (silent corruption, or files mixed up).
+  workdir = copy_of(finished, tmp_path)
+  shutil.rmtree(workdir / 'checkpoints' / '6' / 'state')
+  shutil.copytree(workdir / 'checkpoints' / '3' / 'state',
+                  workdir / 'checkpoints' / '6' / 'state')
+  with pytest.raises(UserError) as e:
+    run(workdir, num_steps=9)
+  message = str(e.value)
+  assert 'step 6' in message and 'do not match their checksums' in message, (
+      message)
+  assert '--config.resume_from_step=3' in message
 
 
 def test_checkpoint_without_checksums_restores_with_a_warning(
