@@ -131,10 +131,27 @@ def _interrupted(signum=None, frame=None):
   os._exit(130)  # pylint: disable=protected-access
 
 
+def _closed_loop_is_quiet(unraisable, default=sys.unraisablehook):
+  """sys.unraisablehook without orbax's closed-loop noise.
+
+  When a checkpoint restore fails part-way (a damaged manifest, say), orbax
+  closes its asyncio loop while tensorstore still completes the other reads;
+  each completion calls into the closed loop from a tensorstore thread, and
+  Python prints that RuntimeError as an unraisable traceback beside the one
+  error line. Those, and only those, are logged at debug level instead.
+  """
+  e = unraisable.exc_value
+  if isinstance(e, RuntimeError) and str(e) == 'Event loop is closed':
+    logging.debug('ignored after a failed checkpoint read: %s', e)
+  else:
+    default(unraisable)
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_OnlyOurs())
+  sys.unraisablehook = _closed_loop_is_quiet
   from gan_jax import distributed  # pylint: disable=g-import-not-at-top
   try:  # Before anything else uses JAX.
     multihost = distributed.initialize(

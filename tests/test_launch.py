@@ -159,3 +159,19 @@ def test_log_filter_on_this_checkout():
   assert not kept(absl_logging.__file__)  # Wherever the venv is.
   assert not kept(os.path.join(ROOT, '.venv', 'lib', 'python3.11',
                                'site-packages', 'orbax', 'foo.py'))
+
+
+@pytest.mark.parametrize('error,shown', [
+    (RuntimeError('Event loop is closed'), False),  # orbax after a failed read.
+    (RuntimeError('Event loop is closing'), True),
+    (ValueError('Event loop is closed'), True),
+])
+def test_only_closed_loop_noise_is_hidden(error, shown):
+  import types  # pylint: disable=g-import-not-at-top
+  import launch  # pylint: disable=g-import-not-at-top
+  seen = []
+  unraisable = types.SimpleNamespace(exc_type=type(error), exc_value=error,
+                                     exc_traceback=None, err_msg=None,
+                                     object=None)
+  launch._closed_loop_is_quiet(unraisable, default=seen.append)  # pylint: disable=protected-access
+  assert seen == ([unraisable] if shown else [])
