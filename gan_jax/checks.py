@@ -14,7 +14,6 @@ from gan_jax import losses
 from gan_jax import models
 from gan_jax import penalties
 from gan_jax import step
-from gan_jax.data import toy
 from gan_jax.errors import UserError
 from gan_jax.models import common
 from gan_jax.models import conditional
@@ -247,12 +246,13 @@ def _check_relations(config, loss):
                     'be combined: a pack mixes examples of different classes; '
                     'drop one (--config.d.pack=1 or --config.num_classes=0)')
   if labels_lib.label_kind(config) == 'clusters' and (
-      not classes or config.data.name in toy.DEFAULTS):
+      not classes or config.data.name != 'images'):
     raise UserError(
-        'conditional.labels=clusters needs image data labelled with '
-        'clusters and their number: write it with tools/cluster_npz.py '
-        '--clusters K and pass --config.data.path=THAT.npz '
-        '--config.num_classes=K (toy data has no clusters)')
+        'conditional.labels=clusters needs your own images labelled with '
+        'clusters and their number: write them with tools/cluster_npz.py '
+        '--clusters K and pass --config.data.name=images '
+        '--config.data.path=THAT.npz --config.num_classes=K (toy data and '
+        'tensorflow-datasets have no clusters)')
 
 
 # Fields of config.g / config.d that the step and state read for every model.

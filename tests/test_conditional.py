@@ -247,9 +247,10 @@ def test_pack_with_labels_is_refused():
 
 
 def test_cluster_labels_need_images_and_a_cluster_count():
-  """conditional.labels=clusters: refused without num_classes and on toy
-  data (whose labels are modes); taken on images with num_classes."""
-  for classes, data in ((0, 'images'), (8, 'ring8')):
+  """conditional.labels=clusters: refused without num_classes, on toy data
+  (whose labels are modes) and on a TFDS dataset (whose labels are classes);
+  taken on images with num_classes."""
+  for classes, data in ((0, 'images'), (8, 'ring8'), (10, 'mnist')):
     config = tiny_config(num_classes=classes)
     config.conditional.labels = 'clusters'
     config.data.name = data
