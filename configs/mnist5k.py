@@ -40,6 +40,9 @@ from configs import default
 from configs import image_base
 
 
+CONDITIONAL = ('none', 'projection', 'acgan', 'clusters')
+
+
 def get_config(arg=None):
   args = default.parse_arg(arg, loss='non_saturating', conditional='none',
                           clusters='50')
@@ -53,6 +56,9 @@ def get_config(arg=None):
   config.ema.start_step = 1_000
   config.eval.standing_stats = 16
   config.eval_every = config.checkpoint.every = 1_000
+  if args['conditional'] not in CONDITIONAL:
+    raise ValueError(f"config argument conditional={args['conditional']}: "
+                     f"expected one of {', '.join(CONDITIONAL)}")
   if args['conditional'] == 'clusters':  # Unconditional: no class is used.
     config.num_classes = int(args['clusters'])
     config.conditional.labels = 'clusters'

@@ -120,6 +120,13 @@ def test_every_config_documents_its_arguments():
       assert _same(_get(config, path), promised), (name, path)
 
 
+def test_mnist5k_names_its_conditional_choices():
+  module = importlib.import_module('configs.mnist5k')
+  with pytest.raises(ValueError, match='expected one of none, projection, '
+                     'acgan, clusters'):
+    module.get_config('conditional=bogus')  # Not a conditional.d error later.
+
+
 @pytest.mark.parametrize('name,arg,value', list(_cases()))
 def test_argument_resolves_as_promised(name, arg, value):
   module = importlib.import_module(f'configs.{name}')
