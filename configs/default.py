@@ -31,6 +31,23 @@ def parse_arg(arg, **defaults):
   return out
 
 
+def choice(args, key, options):
+  """args[key], refused in one line unless it is one of `options`."""
+  if args[key] not in options:
+    raise ValueError(f'config argument {key}={args[key]}: expected one of '
+                     f'{", ".join(options)}')
+  return args[key]
+
+
+def positive_int(args, key):
+  """args[key] as an int, refused in one line unless it is one >= 1."""
+  value = args[key]
+  if not (value.isdigit() and int(value) >= 1):
+    raise ValueError(f'config argument {key}={value}: expected a whole number '
+                     '>= 1')
+  return int(value)
+
+
 def optimizer(lr, b1, b2, eps=1e-8, schedule='constant', warmup_steps=0):
   """Adam; `schedule`: constant, linear or cosine decay to 0 (after warmup)."""
   return ml_collections.ConfigDict(dict(lr=lr, b1=b1, b2=b2, eps=eps,

@@ -56,14 +56,13 @@ def get_config(arg=None):
   config.ema.start_step = 1_000
   config.eval.standing_stats = 16
   config.eval_every = config.checkpoint.every = 1_000
-  if args['conditional'] not in CONDITIONAL:
-    raise ValueError(f"config argument conditional={args['conditional']}: "
-                     f"expected one of {', '.join(CONDITIONAL)}")
-  if args['conditional'] == 'clusters':  # Unconditional: no class is used.
-    config.num_classes = int(args['clusters'])
+  conditional = default.choice(args, 'conditional', CONDITIONAL)
+  clusters = default.positive_int(args, 'clusters')
+  if conditional == 'clusters':  # Unconditional: no class is used.
+    config.num_classes = clusters
     config.conditional.labels = 'clusters'
-  elif args['conditional'] != 'none':
+  elif conditional != 'none':
     config.num_classes = 10
-    config.conditional.d = args['conditional']
+    config.conditional.d = conditional
     config.eval.grid_rows = 10  # Ten samples per class, one row per class.
   return config

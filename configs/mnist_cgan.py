@@ -26,6 +26,6 @@ def get_config(arg=None):
                            head='projection')
   config = mnist_dcgan.get_config(f'data={args["data"]},loss={args["loss"]}')
   config.num_classes = 10
-  config.conditional.d = args['head']
+  config.conditional.d = default.choice(args, 'head', ('projection', 'acgan'))
   config.eval.grid_rows = 10  # Ten samples per class, one row per class.
   return config

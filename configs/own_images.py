@@ -21,9 +21,7 @@ from configs import image_base
 
 def get_config(arg=None):
   args = default.parse_arg(arg, size='64', loss='non_saturating')
-  size = int(args['size'])
-  if size not in (28, 32, 64):
-    raise ValueError(f'size must be 28, 32 or 64, got {size}')
+  size = int(default.choice(args, 'size', ('28', '32', '64')))
   if size == 28:
     model, g_fields, d_fields = 'dcgan_mnist', dict(upsample='transpose'), {}
   else:

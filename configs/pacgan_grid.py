@@ -25,7 +25,7 @@ from configs import default
 
 def get_config(arg=None):
   args = default.parse_arg(arg, pack='1')
-  m = int(args['pack'])
+  m = default.positive_int(args, 'pack')
   config = default.get_config('data=grid25')
   config.model = 'pacgan'
   config.z_dim = 2

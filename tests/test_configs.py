@@ -120,11 +120,22 @@ def test_every_config_documents_its_arguments():
       assert _same(_get(config, path), promised), (name, path)
 
 
-def test_mnist5k_names_its_conditional_choices():
-  module = importlib.import_module('configs.mnist5k')
-  with pytest.raises(ValueError, match='expected one of none, projection, '
-                     'acgan, clusters'):
-    module.get_config('conditional=bogus')  # Not a conditional.d error later.
+@pytest.mark.parametrize('name,arg,expected', [
+    ('mnist5k', 'conditional=bogus', 'one of none, projection, acgan, clusters'),
+    ('mnist5k', 'conditional=clusters,clusters=0', 'a whole number >= 1'),
+    ('mnist5k', 'clusters=abc', 'a whole number >= 1'),
+    ('mnist_cgan', 'head=bogus', 'one of projection, acgan'),
+    ('pacgan_grid', 'pack=0', 'a whole number >= 1'),  # Not 'batch_size 0'.
+    ('pacgan_grid', 'pack=x', 'a whole number >= 1'),
+    ('own_images', 'size=30', 'one of 28, 32, 64'),
+])
+def test_bad_config_argument_is_named(name, arg, expected):
+  """A config argument out of its choices is refused by name, not by a check
+  on a field that the user did not set."""
+  module = importlib.import_module(f'configs.{name}')
+  with pytest.raises(ValueError, match=f'config argument {arg.split(",")[-1]}: '
+                     f'expected {expected}'):
+    module.get_config(arg)
 
 
 @pytest.mark.parametrize('name,arg,value', list(_cases()))
