@@ -297,6 +297,10 @@ def parse_flags(argv):
       message = f'bad command line: {lines[0]}'
       if len(lines) > 1:
         message += f' ... {lines[-1]}'
+      argument = 'ValueError: config argument '  # configs/default.py's own.
+      if lines[-1].startswith(argument):
+        message = (f'{lines[-1][len("ValueError: "):]} '
+                   f'(--config={_config_source(argv)})')
     _fail(message)
 
 

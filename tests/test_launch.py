@@ -175,3 +175,11 @@ def test_only_closed_loop_noise_is_hidden(error, shown):
                                      object=None)
   launch._closed_loop_is_quiet(unraisable, default=seen.append)  # pylint: disable=protected-access
   assert seen == ([unraisable] if shown else [])
+
+
+def test_bad_config_argument_is_one_plain_line(tmp_path):
+  result = run_launch(['--config=configs/pacgan_grid.py:pack=0',
+                       f'--workdir={tmp_path}'])
+  assert_one_line_error(result, 'error: config argument pack=0: expected a '
+                        'whole number >= 1 (--config=configs/pacgan_grid.py:'
+                        'pack=0)')
