@@ -131,7 +131,7 @@ def _interrupted(signum=None, frame=None):
   os._exit(130)  # pylint: disable=protected-access
 
 
-def _closed_loop_is_quiet(unraisable, default=sys.unraisablehook):
+def _closed_loop_is_quiet(unraisable, default=sys.__unraisablehook__):
   """sys.unraisablehook without orbax's closed-loop noise.
 
   When a checkpoint restore fails part-way (a damaged manifest, say), orbax
@@ -294,13 +294,14 @@ def parse_flags(argv):
     if message is None:
       # A config file that raised: keep its last line ("ValueError: ...").
       lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-      message = f'bad command line: {lines[0]}'
-      if len(lines) > 1:
-        message += f' ... {lines[-1]}'
-      argument = 'ValueError: config argument '  # configs/default.py's own.
-      if lines[-1].startswith(argument):
-        message = (f'{lines[-1][len("ValueError: "):]} '
+      prefix = 'ValueError: '  # configs/default.py's own message, as is.
+      if lines[-1].startswith(f'{prefix}config argument '):
+        message = (f'{lines[-1][len(prefix):]} '
                    f'(--config={_config_source(argv)})')
+      else:
+        message = f'bad command line: {lines[0]}'
+        if len(lines) > 1:
+          message += f' ... {lines[-1]}'
     _fail(message)
 
 
