@@ -121,6 +121,16 @@ def test_readme_is_a_quickstart():
   assert LAUNCH_COMMANDS
 
 
+def test_ci_runs_the_readme_test_command():
+  """.ci/run runs exactly the README's test command (and its extras run)."""
+  readme = [line for block in code_blocks(README_TEXT, 'bash')
+            for line in block.splitlines() if 'pytest' in line]
+  ci = _read(os.path.join(ROOT, '.ci', 'run')).splitlines()
+  assert len(readme) == 1, readme
+  assert readme[0] in ci
+  assert readme[0].replace(' tests', ' -m extras tests') in ci
+
+
 def _slug(heading):
   """GitHub's anchor for a markdown heading."""
   heading = re.sub(r'[`*]', '', heading.strip().lower())
