@@ -97,6 +97,8 @@ CLUSTERS = {'clusters_20': (20, True, 0), 'clusters_50': (50, True, 0),
             'clusters_100_seed1': (100, True, 1),
             'clusters_100_seed2': (100, True, 2),
             'clusters_50_unbalanced': (50, False, 0),
+            'clusters_50_unbalanced_seed1': (50, False, 1),
+            'clusters_50_unbalanced_seed2': (50, False, 2),
             'clusters_100_unbalanced': (100, False, 0)}
 VARIANTS.update({
     name: (f'configs/mnist5k.py:conditional=clusters,clusters={k}',
