@@ -207,6 +207,7 @@ def main():
                       help='where the runs go and stay (default: a temporary '
                       'folder, removed at the end)')
   args = parser.parse_args()
+  bench_util.check_out(args.out)
   if args.merge:
     runs = merged(args.merge)
     return write(args, runs, sum(r['seconds'] for r in runs))

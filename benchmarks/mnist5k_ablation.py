@@ -213,6 +213,8 @@ def main():
   unknown = set(names) - set(VARIANTS)
   if unknown:
     parser.error(f'unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}')
+  if args.out:
+    bench_util.check_out(args.out)
   seconds = {}
   if not args.collect:
     todo, running = list(names), {}

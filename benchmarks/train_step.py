@@ -260,6 +260,8 @@ def markdown(results):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _OUT.value:
+    bench_util.check_out(_OUT.value)
   config = _CONFIG.value
   jax.monitoring.register_event_duration_secs_listener(_on_duration)
   if _DTYPE_OVERRIDE or 'dtype' not in config:

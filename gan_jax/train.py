@@ -9,7 +9,6 @@ A trained run's checkpoints: `evaluate_checkpoint` (--mode=eval) and
 `sample_checkpoint` (--mode=sample), restored the same way.
 """
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -411,18 +410,10 @@ def _out_problem(out):
   """Why the .npz `out` (and the PNG beside it) cannot be written, or None."""
   if not str(out).endswith('.npz'):
     return f'--out={out}: give a file name ending in .npz'
-  path = epath.Path(out)
-  probe = path.parent / f'.write_test_{os.getpid()}'
   try:
-    if path.is_dir():
-      raise IsADirectoryError(errno.EISDIR, 'a folder of that name is in the '
-                              'way')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text('ok')
-    probe.unlink()
-  except workdir_lib.storage_errors() as e:
-    return (f'cannot write {out} ({workdir_lib.reason(e, out)}); pass an --out '
-            'you can write to')
+    workdir_lib.check_out_file(out)
+  except UserError as e:
+    return str(e)
   return None
 
 

@@ -140,22 +140,42 @@ def version(path):
   return info.get('generation') or info.get('mtime'), info['size']
 
 
+def _probe(folder):
+  """Creates `folder` (an epath.Path) and writes and removes a file in it."""
+  # Hosts sharing the workdir may have the same pid (containers).
+  probe = folder / f'.write_test_{jax.process_index()}_{os.getpid()}'
+  folder.mkdir(parents=True, exist_ok=True)
+  probe.write_text('ok')
+  probe.unlink()
+
+
 def check_writable(folder):
   """Fails early, before anything is written, unless `folder` (the workdir or
   its checkpoints folder) can be created and written to."""
   folder = epath.Path(folder)
-  # Hosts sharing the workdir may have the same pid (containers).
-  probe = folder / f'.write_test_{jax.process_index()}_{os.getpid()}'
   try:
-    folder.mkdir(parents=True, exist_ok=True)
-    probe.write_text('ok')
-    probe.unlink()
+    _probe(folder)
   except storage_errors() as e:
     more = (' (gcloud auth application-default login, or a service account '
             'with write access to the bucket)' if is_remote(folder) else '')
     raise UserError(f'{str(folder)!r} is not writable ({reason(e, folder)}); '
                     f'pass a --workdir you can write to{more}, or move away '
                     'what is in the way') from None
+
+
+def check_out_file(path, flag='--out'):
+  """Fails early, before a tool's or benchmark's work, unless the file `path`
+  can be written: its folder is created if missing and written to, and
+  `path` is not a folder. So a long job does not end in a traceback and
+  lose its results at the last line."""
+  path = epath.Path(os.path.expanduser(str(path)))
+  try:
+    if path.is_dir():
+      raise IsADirectoryError(21, 'a folder of that name is in the way')
+    _probe(path.parent)
+  except storage_errors() as e:
+    raise UserError(f'cannot write {flag} {str(path)!r} ({reason(e, path)}); '
+                    'choose a file in a folder you can write to') from None
 
 
 def check_readable(folder):

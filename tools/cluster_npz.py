@@ -34,6 +34,15 @@ import sys
 
 import numpy as np
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import workdir
+from gan_jax.errors import UserError
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
 
 def kmeans_plus_plus(x, k, rng):
   """k starting centres, each drawn with probability ~ squared distance."""
@@ -139,6 +148,10 @@ def main(argv=None):
              f'images), got {args.clusters}')
   if os.path.abspath(args.out) == os.path.abspath(args.data):
     sys.exit('error: --out must differ from --data (the input is kept)')
+  try:
+    workdir.check_out_file(args.out)
+  except UserError as e:
+    sys.exit(f'error: {e}')
   x = images.reshape(len(images), -1).astype(np.float64)
   if images.dtype == np.uint8:
     x /= 255.

@@ -19,13 +19,23 @@ if ROOT not in sys.path:
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
+from gan_jax import workdir
+from gan_jax.errors import UserError
 from gan_jax.metrics import inception
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def load_torch_state_dict(pth_path):
   """The state dict of a .pth file as name -> numpy array."""
-  import torch  # pylint: disable=g-import-not-at-top
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError('converting the .pth needs torch: pip install torch '
+                    '(any version; or pip install -r requirements-test.txt)'
+                    ) from None
+  if not os.path.isfile(pth_path):
+    raise UserError(f'no file {pth_path!r}: pass the downloaded .pth (the '
+                    'wget line of this tool\'s --help)')
   state_dict = torch.load(pth_path, map_location='cpu', weights_only=True)
   if 'state_dict' in state_dict and isinstance(state_dict['state_dict'], dict):
     state_dict = state_dict['state_dict']
@@ -48,7 +58,11 @@ def main(argv):
     print(__doc__)
     return 2
   out = argv[2] if len(argv) == 3 else inception.DEFAULT_WEIGHTS
-  out = convert(argv[1], out)
+  try:
+    workdir.check_out_file(out, flag='OUT.npz')
+    out = convert(argv[1], out)
+  except UserError as e:
+    sys.exit(f'error: {e}')
   print(f'wrote {out} (sha256 {inception.weights_hash(out)[:12]})')
   return 0
 

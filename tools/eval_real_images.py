@@ -27,6 +27,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from gan_jax import evaluate
+from gan_jax import workdir
 from gan_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -45,6 +46,8 @@ def main(argv):
   config = _CONFIG.value
   split = _SPLIT.value or config.data.get('split', 'train')
   try:
+    if _OUT.value:
+      workdir.check_out_file(_OUT.value)
     results = evaluate.evaluate_real(config, split)
   except UserError as e:
     sys.exit(f'error: {e}')

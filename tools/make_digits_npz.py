@@ -19,9 +19,20 @@ The file has `images` uint8 [N, 28, 28, 1] and `labels` int32 [N] (0-9), the
 keys that gan_jax's own-images reader takes.
 """
 import argparse
+import os
+import sys
 
 import numpy as np
 from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import workdir
+from gan_jax.errors import UserError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 SIZE = 28
 
@@ -53,6 +64,10 @@ def main():
   parser.add_argument('--num', type=int, default=5000)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
+  try:
+    workdir.check_out_file(args.out)
+  except UserError as e:
+    sys.exit(f'error: {e}')
   images, labels = make_digits(args.num, args.seed)
   np.savez_compressed(args.out, images=images, labels=labels)
   print(f'wrote {args.out}: {len(images)} images 28x28, labels '

