@@ -11,7 +11,6 @@ VMs, or --coordinator_address/--num_processes/--process_id elsewhere
 (gan_jax/distributed.py).
 """
 import datetime
-import importlib.util
 import logging as logging_lib
 import os
 import signal
@@ -22,6 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gan_jax import cli
 from gan_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -158,16 +158,16 @@ def _main(argv):
         _MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
         _PROCESS_ID.value, _COORDINATOR_TIMEOUT.value)
   except UserError as e:
-    _fail(str(e))
+    cli.fail(str(e))
   if multihost and not _WORKDIR.value:
-    _fail('a multi-host run needs --workdir: the same directory on every host, '
-          'on a filesystem they all see')
+    cli.fail('a multi-host run needs --workdir: the same directory on every '
+             'host, on a filesystem they all see')
   if _EVAL_STEPS.value is not None and _MODE.value != 'eval':
-    _fail('--eval_steps goes with --mode=eval')
+    cli.fail('--eval_steps goes with --mode=eval')
   given = [f'--{f}' for f in ('num_samples', 'sample_seed', 'out')
            if flags.FLAGS[f].present]
   if given and _MODE.value != 'sample':
-    _fail(f'{"/".join(given)} goes with --mode=sample')
+    cli.fail(f'{"/".join(given)} goes with --mode=sample')
   from gan_jax import backend  # pylint: disable=g-import-not-at-top
   backend.check()  # 'backend gpu: 8 x NVIDIA H100 ...', or a GPU left unused.
   from gan_jax import train  # pylint: disable=g-import-not-at-top
@@ -176,11 +176,7 @@ def _main(argv):
   if '://' not in workdir:  # gs://bucket/run is a URL, not a local path.
     workdir = os.path.expanduser(workdir)
   logging.info('workdir: %s', workdir)
-  try:
-    config = _CONFIG.value
-    config.keys()  # A config file that failed to load raises here.
-  except OSError as e:
-    _fail(f'cannot load the config: {" ".join(str(e).split())[:300]}')
+  config = cli.config(_CONFIG)  # A config file that failed to load: here.
   try:
     distributed.check_same_config(config.to_dict(), workdir)
     from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
@@ -201,7 +197,7 @@ def _main(argv):
     else:
       train.train_and_evaluate(config, workdir)
   except UserError as e:
-    _fail(str(e))
+    cli.fail(str(e))
 
 
 def _eval_steps(value):
@@ -215,22 +211,6 @@ def _eval_steps(value):
                     ) from None
 
 
-def _flag_value(argv, name):
-  """The last value of `--name=V` or `--name V` in argv, or None."""
-  value = None
-  for i, a in enumerate(argv):
-    if a.startswith(f'--{name}='):
-      value = a.split('=', 1)[1]
-    elif a == f'--{name}' and i + 1 < len(argv):
-      value = argv[i + 1]
-  return value
-
-
-def _config_source(argv):
-  """The `--config` value (path[:arg]) in argv, or None."""
-  return _flag_value(argv, 'config')
-
-
 _RUN_CONFIG = os.path.join(_ROOT, 'gan_jax', 'run_config.py')
 
 
@@ -240,82 +220,22 @@ def _with_run_config(argv):
 
   It goes first, before any --config.x=... override of it.
   """
-  mode = _flag_value(argv, 'mode')
+  mode = cli.flag_value(argv, 'mode')
   if mode not in ('eval', 'sample'):
     return argv
-  workdir = _flag_value(argv, 'workdir')
+  workdir = cli.flag_value(argv, 'workdir')
   if not workdir:
-    _fail(f'--mode={mode} needs --workdir: the run to '
-          f'{"evaluate" if mode == "eval" else "sample from"}')
-  if _config_source(argv) is not None:
+    cli.fail(f'--mode={mode} needs --workdir: the run to '
+             f'{"evaluate" if mode == "eval" else "sample from"}')
+  if cli.config_source(argv) is not None:
     return argv
   return [argv[0], f'--config={_RUN_CONFIG}:{workdir}', *argv[1:]]
 
 
-def _unknown_field(argv):
-  """Names the first --config.a.b=... override that the config lacks."""
-  source = _config_source(argv)
-  if source is None:
-    return None
-  path, _, arg = source.partition(':')
-  spec = importlib.util.spec_from_file_location('_user_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg) if arg else module.get_config()
-  for a in argv:
-    if not a.startswith('--config.'):
-      continue
-    node = config
-    field = a[len('--config.'):].split('=', 1)[0]
-    for part in field.split('.'):
-      if not hasattr(node, 'keys') or part not in node:
-        have = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else 'none'
-        return (f'unknown config field {field!r} in {a}; the fields at that level '
-                f'are: {have}')
-      node = node[part]
-  return None
-
-
 def parse_flags(argv):
   """absl's parser, with config errors reported in one line instead of a
-  traceback."""
-  argv = _with_run_config(argv)
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    if isinstance(e, UserError):  # gan_jax/run_config.py: no run's config.
-      _fail(str(e))
-    message = None
-    if isinstance(e, (AttributeError, KeyError)):
-      try:
-        message = _unknown_field(argv)
-      except Exception:  # pylint: disable=broad-except
-        pass
-    if message is None:
-      # A config file that raised: keep its last line ("ValueError: ...").
-      lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-      prefix = 'ValueError: '  # configs/default.py's own message, as is.
-      if lines[-1].startswith(f'{prefix}config argument '):
-        message = (f'{lines[-1][len(prefix):]} '
-                   f'(--config={_config_source(argv)})')
-      else:
-        message = f'bad command line: {lines[0]}'
-        if len(lines) > 1:
-          message += f' ... {lines[-1]}'
-    _fail(message)
-
-
-def _fail(message):
-  """The one error line, and exit 2.
-
-  os._exit: after a failed save or restore, orbax's and tensorstore's threads
-  would hold the interpreter's exit up for minutes, or print tracebacks from
-  their callbacks as it shuts down; the error is out, so leave now.
-  """
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  logging.flush()
-  sys.stdout.flush()
-  os._exit(2)  # pylint: disable=protected-access
+  traceback (gan_jax/cli.py); eval and sample take the run's config."""
+  return cli.parse_flags(_with_run_config(argv))
 
 
 if __name__ == '__main__':

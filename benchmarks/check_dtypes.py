@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from benchmarks import bench_util
+from gan_jax import cli
 from gan_jax import models
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
@@ -116,7 +117,7 @@ def problems(report):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = _CONFIG.value
+  config = cli.config(_CONFIG)
   if 'dtype' not in config:
     config.unlock()
     config.dtype = 'float32'
@@ -130,4 +131,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -22,6 +22,7 @@ from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_util  # pylint: disable=g-import-not-at-top
+from gan_jax import cli  # pylint: disable=g-import-not-at-top
 from gan_jax.models import conv_transpose  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_integer('batch', 256, 'Batch size.')
@@ -81,4 +82,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

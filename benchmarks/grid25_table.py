@@ -39,6 +39,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from benchmarks import bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from gan_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import workdir  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # name -> (configs/default.py argument, or 'module:argument' of another
 # config in configs/, {dotted field: value}).
@@ -208,10 +209,19 @@ def main():
                       'folder, removed at the end)')
   args = parser.parse_args()
   bench_util.check_out(args.out)
+  if args.num_steps < 0:
+    parser.error(f"--num_steps={args.num_steps}: give 1 or more (0: each "
+                 "config's own)")
+  if args.curve_points < 1:
+    parser.error(f'--curve_points={args.curve_points}: give 1 or more')
   if args.merge:
     runs = merged(args.merge)
     return write(args, runs, sum(r['seconds'] for r in runs))
-  seeds = [int(s) for s in args.seeds.split(',')]
+  try:
+    seeds = [int(s) for s in args.seeds.split(',')]
+  except ValueError:
+    parser.error(f'--seeds={args.seeds}: give whole numbers separated by '
+                 'commas, e.g. 0,1,2')
   variants = [v.strip() for v in args.variants.split(',')]
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:
@@ -246,8 +256,13 @@ def merged(paths):
   """The runs of several output files, each run keeping its commit."""
   runs = []
   for path in paths:
-    with open(path) as f:
-      content = json.load(f)
+    try:
+      with open(path) as f:
+        content = json.load(f)
+      content['runs']  # pylint: disable=pointless-statement
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise SystemExit(f'error: --merge {path}: not an output file of this '
+                       f'script ({workdir.reason(e, path)})') from None
     for r in content['runs']:
       r.setdefault('commit', content.get('commit', 'unknown'))
       runs.append(r)

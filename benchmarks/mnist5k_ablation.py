@@ -192,6 +192,13 @@ def markdown(runs, step):
   return '\n'.join(lines)
 
 
+def last_line(path):
+  """The last line of the log `path` (a failed run's `error:` line)."""
+  with open(path, errors='replace') as f:
+    lines = f.read().strip().splitlines()
+  return lines[-1].removeprefix('error: ') if lines else '(empty log)'
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data', default='mnist5k.npz')
@@ -215,7 +222,9 @@ def main():
     parser.error(f'unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}')
   if args.out:
     bench_util.check_out(args.out)
-  seconds = {}
+  if args.jobs < 1 or args.num_steps < 1:
+    parser.error('--jobs and --num_steps must be 1 or more')
+  seconds, failed = {}, {}
   if not args.collect:
     todo, running = list(names), {}
     while todo or running:
@@ -233,6 +242,8 @@ def main():
           seconds[name] = time.time() - t0
           print(f'{name}: rc {proc.returncode}, {seconds[name]:.0f} s',
                 flush=True)
+          if proc.returncode:
+            failed[name] = last_line(os.path.join(args.workdir, f'{name}.log'))
           del running[name]
       time.sleep(1)
   runs = collect(args.workdir, names)
@@ -245,6 +256,9 @@ def main():
                  'commands': {n: command(n, args) for n in names},
                  'seconds': seconds, 'runs': runs, 'table': table}, f, indent=1)
     print(f'wrote {args.out}')
+  if failed:
+    sys.exit(f'error: {len(failed)} of {len(names)} runs failed: ' + '; '.join(
+        f'{n}: {line}' for n, line in failed.items()))
 
 
 if __name__ == '__main__':

@@ -73,6 +73,7 @@ import numpy as np
 import optax
 
 from benchmarks import bench_util
+from gan_jax import cli
 from gan_jax import models
 from gan_jax import nonfinite
 from gan_jax import state as state_lib
@@ -262,19 +263,27 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if _OUT.value:
     bench_util.check_out(_OUT.value)
-  config = _CONFIG.value
+  config = cli.config(_CONFIG)
   jax.monitoring.register_event_duration_secs_listener(_on_duration)
   if _DTYPE_OVERRIDE or 'dtype' not in config:
     config.unlock()
     config.dtype = (_DTYPE_OVERRIDE or [config.get('dtype', 'float32')])[-1]
     config.lock()
-  if _EXAMPLE_SHAPE.value:
-    _SHAPE[0] = tuple(int(s) for s in _EXAMPLE_SHAPE.value)
   devices = jax.local_devices()
+  try:
+    if _EXAMPLE_SHAPE.value:
+      _SHAPE[0] = tuple(int(s) for s in _EXAMPLE_SHAPE.value)
+    batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  except ValueError:
+    cli.fail('--batch_sizes and --example_shape take whole numbers, e.g. '
+             '--batch_sizes=64,256')
+  if not batch_sizes or any(b < 1 or b % len(devices) for b in batch_sizes):
+    cli.fail(f'--batch_sizes={",".join(_BATCH_SIZES.value)}: give sizes of 1 '
+             f'or more that divide over the devices ({len(devices)})')
   env = environment(devices)
   print(json.dumps(env), flush=True)
   results = []
-  for i, b in enumerate(int(b) for b in _BATCH_SIZES.value):
+  for i, b in enumerate(batch_sizes):
     r = time_batch_size(config, b, devices, _CHECK_DTYPES.value and i == 0)
     print(json.dumps(r), flush=True)
     results.append(r)
@@ -314,4 +323,4 @@ def _take_dtype(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(_take_dtype(argv)))
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(_take_dtype(argv)))

@@ -132,6 +132,8 @@ def main(argv=None):
   parser.add_argument('--unbalanced', action='store_true',
                       help='plain k-means: clusters of any size')
   args = parser.parse_args(argv)
+  if args.restarts < 1:
+    sys.exit(f'error: --restarts={args.restarts}: give 1 or more')
   try:
     with np.load(args.data, allow_pickle=False) as npz:
       if 'images' not in npz.files:

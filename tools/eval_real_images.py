@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from gan_jax import cli
 from gan_jax import evaluate
 from gan_jax import workdir
 from gan_jax.errors import UserError
@@ -43,7 +44,7 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+  config = cli.config(_CONFIG)
   split = _SPLIT.value or config.data.get('split', 'train')
   try:
     if _OUT.value:
@@ -59,4 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -64,6 +64,8 @@ def main():
   parser.add_argument('--num', type=int, default=5000)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
+  if args.num < 1:
+    sys.exit(f'error: --num={args.num}: ask for 1 or more images')
   try:
     workdir.check_out_file(args.out)
   except UserError as e:

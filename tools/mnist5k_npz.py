@@ -44,7 +44,11 @@ def csv_path():
 
 def read(path):
   """(images uint8 [n, 28, 28, 1], labels int32 [n]) from the CSV."""
-  table = np.loadtxt(path, delimiter=',', dtype=np.int64)
+  try:
+    table = np.loadtxt(path, delimiter=',', dtype=np.int64)
+  except (OSError, ValueError, EOFError) as e:
+    raise SystemExit(f'error: cannot read {path} as the digits\' CSV '
+                     f'({workdir.reason(e, path)})') from None
   if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
     raise SystemExit(f'error: {path} is not 785 columns (784 pixels, label)')
   pixels, labels = table[:, :-1], table[:, -1]

@@ -36,6 +36,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gan_jax import cli
 from gan_jax import data
 from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
@@ -170,11 +171,12 @@ def main(config_flag, workdir_flag, argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_OnlyOurs())
   try:
-    train(config_flag.value, workdir_flag.value)
+    train(cli.config(config_flag), workdir_flag.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, *_define_flags()))
+  app.run(functools.partial(main, *_define_flags()),
+          flags_parser=cli.parse_flags)

@@ -1,0 +1,107 @@
+"""The command lines of launch.py, tools/ and benchmarks/: a mistake in the
+flags or the config (an unknown field, a bad value, a config file that cannot
+be loaded) ends in one `error:` line and exit status 2, not absl's traceback.
+
+    app.run(main, flags_parser=cli.parse_flags)   # then, in main:
+    config = cli.config(_CONFIG)
+"""
+import importlib.util
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+from gan_jax.errors import UserError
+
+
+def fail(message):
+  """The one error line, and exit 2.
+
+  os._exit: after a failed save or restore, orbax's and tensorstore's threads
+  would hold the interpreter's exit up for minutes, or print tracebacks from
+  their callbacks as it shuts down; the error is out, so leave now.
+  """
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  logging.flush()
+  sys.stdout.flush()
+  os._exit(2)  # pylint: disable=protected-access
+
+
+def flag_value(argv, name):
+  """The last value of `--name=V` or `--name V` in argv, or None."""
+  value = None
+  for i, a in enumerate(argv):
+    if a.startswith(f'--{name}='):
+      value = a.split('=', 1)[1]
+    elif a == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def config_source(argv):
+  """The `--config` value (path[:arg]) in argv, or None."""
+  return flag_value(argv, 'config')
+
+
+def unknown_field(argv):
+  """Names the first --config.a.b=... override that the config lacks."""
+  source = config_source(argv)
+  if source is None:
+    return None
+  path, _, arg = source.partition(':')
+  spec = importlib.util.spec_from_file_location('_user_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for a in argv:
+    if not a.startswith('--config.'):
+      continue
+    node = config
+    field = a[len('--config.'):].split('=', 1)[0]
+    for part in field.split('.'):
+      if not hasattr(node, 'keys') or part not in node:
+        have = (', '.join(sorted(node.keys())) if hasattr(node, 'keys')
+                else 'none')
+        return (f'unknown config field {field!r} in {a}; the fields at that '
+                f'level are: {have}')
+      node = node[part]
+  return None
+
+
+def parse_flags(argv):
+  """absl's parser, with flag and config errors in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, UserError):  # gan_jax/run_config.py: no run's config.
+      fail(str(e))
+    message = None
+    if isinstance(e, (AttributeError, KeyError)):
+      try:
+        message = unknown_field(argv)
+      except Exception:  # pylint: disable=broad-except
+        pass
+    if message is None:
+      # A config file that raised: keep its last line ("ValueError: ...").
+      lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+      prefix = 'ValueError: '  # configs/default.py's own message, as is.
+      if lines[-1].startswith(f'{prefix}config argument '):
+        message = (f'{lines[-1][len(prefix):]} '
+                   f'(--config={config_source(argv)})')
+      else:
+        message = f'bad command line: {lines[0]}'
+        if len(lines) > 1:
+          message += f' ... {lines[-1]}'
+    fail(message)
+
+
+def config(config_flag):
+  """The config of a DEFINE_config_file flag; a file that cannot be loaded
+  (missing, unreadable) is one line. Its errors surface here, on first use."""
+  try:
+    value = config_flag.value
+    value.keys()
+  except OSError as e:
+    fail(f'cannot load the config: {" ".join(str(e).split())[:300]}')
+  return value
