@@ -218,8 +218,9 @@ def main():
   commit = args.commit or bench_util.git_commit()  # Before any edit.
   names = [v for v in args.variants.split(',') if v]
   unknown = set(names) - set(VARIANTS)
-  if unknown:
-    parser.error(f'unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}')
+  if unknown or not names:
+    parser.error(f'unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}'
+                 if names else '--variants: name one or more, comma-separated')
   if args.out:
     bench_util.check_out(args.out)
   if args.jobs < 1 or args.num_steps < 1:
@@ -247,6 +248,10 @@ def main():
           del running[name]
       time.sleep(1)
   runs = collect(args.workdir, names)
+  if args.collect and not runs:
+    sys.exit(f'error: no run of {", ".join(names)} in {args.workdir} (each '
+             'has WORKDIR/VARIANT/metrics.jsonl); pass the --workdir of the '
+             'runs')
   table = markdown(runs, args.num_steps)
   print(table)
   if args.out:

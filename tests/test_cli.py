@@ -37,6 +37,11 @@ CASES = [
      '--merge nope.json: not an output file of this script'),
     ('benchmarks/mnist5k_ablation.py', ['--jobs=0'],
      '--jobs and --num_steps must be 1 or more'),
+    ('benchmarks/mnist5k_ablation.py', ['--variants='],
+     '--variants: name one or more'),
+    ('benchmarks/mnist5k_ablation.py', ['--collect', '--variants=base',
+                                        '--workdir=W'],
+     'error: no run of base in'),
     # Its runs fail (no classifier): it says so, not a table of nothing.
     ('benchmarks/mnist5k_ablation.py', ['--data=DATA', '--classifier=nope',
                                         '--variants=base', '--num_steps=2',
