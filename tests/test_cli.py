@@ -1,7 +1,8 @@
 """The scripts beside launch.py (tools/, benchmarks/) end a wrong command line
 in one `error:` line and a non-zero exit, as launch.py does (gan_jax/cli.py
 for the absl ones; each script's own checks for the argparse ones): never a
-traceback, never a hang, never a quiet exit 0 after nothing was done."""
+traceback, never a hang, never a quiet exit 0 after nothing was done. A
+script's output file is checked before its work."""
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from gan_jax import workdir
+from gan_jax.errors import UserError
 from tests.conftest import ROOT
 
 DEFAULT = 'configs/default.py'
@@ -71,3 +74,54 @@ def test_wrong_command_line_is_one_error_line(script, args, message, tmp_path):
   assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert 'error: ' in last and message in last, proc.stderr[-2000:]
+
+
+# Every script that writes a file, with what it needs but a good --out: the
+# file is checked before the work (a k-means, a training, hours of benchmark
+# runs), so a bad path ends in one line, not a traceback after the work.
+OUT_SCRIPTS = {
+    'mnist5k_npz': ['tools/mnist5k_npz.py', '--csv=unused.csv.gz'],
+    'make_digits_npz': ['tools/make_digits_npz.py'],
+    'cluster_npz': ['tools/cluster_npz.py', '--data=DATA', '--clusters=2'],
+    'convert_inception_weights': ['tools/convert_inception_weights.py',
+                                  'unused.pth'],
+    'eval_real_images': ['tools/eval_real_images.py',
+                         '--config=configs/default.py'],
+    'grid25_table': ['benchmarks/grid25_table.py'],
+    'mnist5k_ablation': ['benchmarks/mnist5k_ablation.py', '--data=DATA',
+                         '--classifier=unused', '--variants=base'],
+    'train_step': ['benchmarks/train_step.py', '--config=configs/default.py'],
+    'conv_transpose': ['benchmarks/conv_transpose.py'],
+}
+
+
+@pytest.mark.parametrize('script', sorted(OUT_SCRIPTS))
+def test_unwritable_out_is_one_line_before_the_work(script, tmp_path):
+  path, *args = OUT_SCRIPTS[script]
+  data = tmp_path / 'data.npz'
+  np.savez(data, images=np.zeros((4, 2, 2, 1), np.uint8))
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  out = str(blocker / 'x.npz')  # Its folder is a file: nobody can write it.
+  args = [a.replace('DATA', str(data)) for a in args]
+  args += [out] if script == 'convert_inception_weights' else [f'--out={out}']
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, path), *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: cannot write ') and repr(out) in last, (
+      proc.stderr[-2000:])
+  assert 'Traceback' not in proc.stderr
+
+
+def test_check_out_file(tmp_path):
+  workdir.check_out_file(tmp_path / 'new' / 'deeper' / 'x.json')
+  assert (tmp_path / 'new' / 'deeper').is_dir()  # Made, and left empty.
+  assert not list((tmp_path / 'new' / 'deeper').iterdir())
+  with pytest.raises(UserError, match='a folder of that name is in the way'):
+    workdir.check_out_file(tmp_path / 'new')
+  (tmp_path / 'f').write_text('')
+  with pytest.raises(UserError, match="cannot write --out .*a file of that "
+                     'name is in the way'):
+    workdir.check_out_file(tmp_path / 'f' / 'x.json')
