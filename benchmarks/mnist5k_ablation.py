@@ -108,7 +108,8 @@ VARIANTS.update({
 VARIANTS.update({
     name: ('configs/mnist5k.py:conditional=projection', seed_flags(seed))
     for name, seed in (('projection', 0), ('projection_seed1', 1),
-                       ('projection_seed2', 2))})
+                       ('projection_seed2', 2), ('projection_seed3', 3),
+                       ('projection_seed4', 4))})
 LABEL_ACC = 'classes_clf_5k/label_acc'  # Conditional runs: asked-for class.
 
 
