@@ -139,7 +139,7 @@ def run_case(name, overrides):
     try:
       config = parse(name, overrides)
     except Exception:  # pylint: disable=broad-except
-      return 'clean'  # launch.parse_flags: one `error: bad command line` line.
+      return 'clean'  # gan_jax/cli.py parse_flags: one `error:` line.
     start_up(config)
     return 'valid'
   except UserError as e:
