@@ -411,7 +411,7 @@ def _out_problem(out):
   if not str(out).endswith('.npz'):
     return f'--out={out}: give a file name ending in .npz'
   try:
-    workdir_lib.check_out_file(out)
+    workdir_lib.check_out_file(out, remote_ok=True)
   except UserError as e:
     return str(e)
   return None

@@ -163,12 +163,16 @@ def check_writable(folder):
                     'what is in the way') from None
 
 
-def check_out_file(path, flag='--out'):
+def check_out_file(path, flag='--out', remote_ok=False):
   """Fails early, before a tool's or benchmark's work, unless the file `path`
   can be written: its folder is created if missing and written to, and
   `path` is not a folder. So a long job does not end in a traceback and
-  lose its results at the last line."""
-  path = epath.Path(os.path.expanduser(str(path)))
+  lose its results at the last line. A `gs://` URL only if `remote_ok` (the
+  caller writes through epath); the tools write local files."""
+  if is_remote(path) and not remote_ok:
+    raise UserError(f'{flag} {str(path)!r}: this writes local files only; '
+                    'write it locally, then copy it (gsutil cp)')
+  path = epath.Path(path if is_remote(path) else os.path.expanduser(str(path)))
   try:
     if path.is_dir():
       raise IsADirectoryError(21, 'a folder of that name is in the way')

@@ -125,3 +125,5 @@ def test_check_out_file(tmp_path):
   with pytest.raises(UserError, match="cannot write --out .*a file of that "
                      'name is in the way'):
     workdir.check_out_file(tmp_path / 'f' / 'x.json')
+  with pytest.raises(UserError, match='writes local files only'):
+    workdir.check_out_file('gs://bucket/x.json')
