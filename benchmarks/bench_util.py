@@ -12,8 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import step as step_lib
-from gan_jax import workdir
-from gan_jax.errors import UserError
 from gan_jax.data import tfds_data
 
 
@@ -163,15 +161,6 @@ def state_dtypes(state):
         counts[str(jnp.asarray(leaf).dtype)] += 1
     out[field] = dict(counts)
   return out
-
-
-def check_out(path):
-  """Exits with one `error:` line unless the JSON `path` (a benchmark's --out)
-  can be written: checked before the runs, which may take hours."""
-  try:
-    workdir.check_out_file(path)
-  except UserError as e:
-    raise SystemExit(f'error: {e}') from None
 
 
 def git_commit():

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import bench_util  # pylint: disable=g-import-not-at-top
 from gan_jax import cli  # pylint: disable=g-import-not-at-top
 from gan_jax.models import conv_transpose  # pylint: disable=g-import-not-at-top
 
@@ -53,7 +52,7 @@ def best_ms(fn, *args):
 
 def main(_):
   if FLAGS.out:
-    bench_util.check_out(FLAGS.out)
+    cli.check_out(FLAGS.out)
   rows = []
   for model, size, c_in, c_out, k, s in LAYERS:
     x = jax.random.normal(jax.random.PRNGKey(0), (FLAGS.batch, size, size, c_in))

@@ -38,6 +38,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 
 from benchmarks import bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from gan_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from gan_jax import workdir  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -208,7 +209,7 @@ def main():
                       help='where the runs go and stay (default: a temporary '
                       'folder, removed at the end)')
   args = parser.parse_args()
-  bench_util.check_out(args.out)
+  cli.check_out(args.out)
   if args.num_steps < 0:
     parser.error(f"--num_steps={args.num_steps}: give 1 or more (0: each "
                  "config's own)")

