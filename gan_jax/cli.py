@@ -100,6 +100,8 @@ def check_out(path, flag='--out'):
   """Exits with one `error:` line unless the file `path` (a script's output)
   can be written (gan_jax/workdir.py check_out_file): checked before the
   work. SystemExit, not fail(): scripts also call their main() in-process."""
+  # Imported here: workdir imports jax, which launch.py (importing this
+  # module first) loads only after its flags are parsed.
   from gan_jax import workdir  # pylint: disable=g-import-not-at-top
   try:
     workdir.check_out_file(path, flag)
