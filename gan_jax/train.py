@@ -266,9 +266,17 @@ def _evaluate(config, generate, state, step, workdir, writer):
   results = evaluate.evaluate(config, generate, unreplicate(g_eval), step,
                               workdir, writer, tag)
   if results:
-    writer.write_scalars(step, results)
+    writer.write_scalars(step, results, _networks(config))
     logging.info('eval step %d  %s', step, '  '.join(
         f'{name} {v:.4g}' for name, v in results.items()))
+
+
+def _networks(config):
+  """{'feature_networks': {space: {'path', 'sha256'}}} of the image metrics,
+  for their metrics.jsonl rows (a metric's name says `clf`, not which
+  classifier); {} for toy data."""
+  networks = evaluate.feature_networks(config)
+  return {'feature_networks': networks} if networks else {}
 
 
 def train_and_evaluate(config, workdir):
@@ -381,8 +389,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
   data_iter, template = _data_and_state(config)
   generate = sampling.make_generate(config)
   writers.check_history(workdir)
-  networks = evaluate.feature_networks(config)
-  networks = {'feature_networks': networks} if networks else {}
+  networks = _networks(config)
   writer = writers.MetricWriter(workdir)
   evaluated = {}
   try:
@@ -392,7 +399,7 @@ def evaluate_checkpoint(config, workdir, steps=None):
       g_eval, tag = evaluate.generator(config, state)
       results = evaluate.evaluate(config, generate, g_eval, step, workdir,
                                   writer, tag)
-      writer.write_scalars(step, results)
+      writer.write_scalars(step, results, networks)
       if jax.process_index() == 0:
         (epath.Path(workdir) / f'eval_step_{step}{tag}.json').write_text(
             json.dumps({'step': step, **results, **networks}, indent=2,

@@ -158,11 +158,14 @@ class MetricWriter:
       self._jsonl = open(os.path.join(workdir, HISTORY), 'a')
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
-  def write_scalars(self, step, scalars):
+  def write_scalars(self, step, scalars, info=None):
+    """`info`: {key: JSON value} for the metrics.jsonl row only, e.g. which
+    feature networks an evaluation's numbers were computed with."""
     if not self.active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    self._jsonl.write(json.dumps({'step': int(step), **scalars, **(info or {})})
+                      + '\n')
     self._jsonl.flush()
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, int(step))

@@ -286,16 +286,22 @@ def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
   assert 'is_clf_1k' in evals[0] and not any(
       k.startswith(('fid_1k', 'is_1k')) for k in evals[0])
   assert len(os.listdir(tmp_path / 'cache')) == 1
-  # --mode=eval writes which classifier the numbers are in: its path and
-  # the hash that keys the reference statistics.
+  # Each evaluation row says which classifier its numbers are in: its path
+  # and the hash that keys the reference statistics; so does --mode=eval.
+  networks = {'classifier': {'path': os.path.abspath(ckpt),
+                             'sha256': classifier.checkpoint_hash(ckpt)}}
+  assert evals[0]['feature_networks'] == networks
+  assert not any('feature_networks' in row for row in rows
+                 if 'fid_clf_1k_train' not in row)  # Not on the log rows.
   r = run_launch(args + ['--mode=eval'])
   assert r.returncode == 0, r.stderr[-3000:]
   with open(workdir / 'eval_step_2.json') as f:
     evaluated = json.load(f)
-  assert evaluated['feature_networks'] == {'classifier': {
-      'path': os.path.abspath(ckpt),
-      'sha256': classifier.checkpoint_hash(ckpt)}}
+  assert evaluated['feature_networks'] == networks
   assert evaluated['fid_clf_1k_train'] == evals[0]['fid_clf_1k_train']
+  with open(workdir / 'metrics.jsonl') as f:
+    last = json.loads(f.readlines()[-1])
+  assert last['step'] == 2 and last['feature_networks'] == networks
 
 
 TOOL_RUN = dict(cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

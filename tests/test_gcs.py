@@ -530,5 +530,6 @@ def test_classifier_weights_and_reference_cache_on_gcs(gcs_emulator, bucket,
   assert evaluated['feature_networks'] == {'classifier': {
       'path': f'{bucket}/clf',
       'sha256': classifier.checkpoint_hash(str(tmp_path / 'clf'))}}
+  assert evals[0]['feature_networks'] == evaluated['feature_networks']
   assert _objects(gcs_emulator, f'{bucket}/cache') == cached
   assert _generation(gcs_emulator, f'{bucket}/{cached[0]}') == generation
