@@ -5,7 +5,8 @@ one does, --mode=eval reads from the bucket, and a missing bucket is one
 error line; the lock's takeover is conditional on the generation it read;
 a folder of images on gs:// reads as the same folder on a local disk; the
 feature networks' weights (Inception, classifier) and the reference
-statistics' cache may be on gs://.
+statistics' cache may be on gs://, and tools/train_classifier.py writes
+there.
 
 Versions verified: gcp-storage-emulator 2026.7.19, gcsfs 2026.10.1,
 etils 1.15.0, tensorstore 0.1.86, orbax-checkpoint 0.12.8, tensorboardX 2.6.5.
@@ -491,6 +492,38 @@ def test_reference_cache_on_gcs_is_read_back_not_recomputed(gcs_emulator,
   assert calls == ['train', 'train']
   np.testing.assert_array_equal(third.features, first.features)
   assert epath.Path(first.path).read_bytes() == saved
+
+
+def test_classifier_trained_to_gcs_is_read_back(gcs_emulator, bucket,
+                                                tmp_path, monkeypatch):
+  """tools/train_classifier.py with a gs:// WORKDIR writes the checkpoint to
+  the bucket (not to a local folder named 'gs:'); it loads as written, and a
+  later save there replaces it."""
+  from gan_jax.metrics import classifier  # pylint: disable=g-import-not-at-top
+  from tests.test_classifier_metrics import _config  # pylint: disable=g-import-not-at-top
+  from tests.test_classifier_metrics import _squares  # pylint: disable=g-import-not-at-top
+  from tools import train_classifier  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  images, labels = _squares(96, seed=0)
+  npz = tmp_path / 'squares.npz'
+  np.savez(npz, images=((images + 1) * 127.5).round().astype(np.uint8),
+           labels=labels)
+  config = _config(npz)
+  config.num_epochs = 1
+  record = train_classifier.train(config, f'{bucket}/clf/')
+  assert not os.path.exists(tmp_path / 'gs:')
+  assert sorted(o for o in _objects(gcs_emulator, f'{bucket}/clf')
+                if not o.startswith('clf/params/')) == ['clf/classifier.json']
+  spec, params, content = classifier.load(f'{bucket}/clf')
+  assert content['heldout_accuracy'] == record['heldout_accuracy']
+  assert spec.image_shape == (28, 28, 1) and spec.num_classes == 4
+  untrained = jax.tree.map(np.asarray, spec.init(0))
+  classifier.save(f'{bucket}/clf', spec, untrained)
+  _, again, content = classifier.load(f'{bucket}/clf')
+  assert 'heldout_accuracy' not in content
+  jax.tree.map(np.testing.assert_array_equal, again, untrained)
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(params), jax.tree.leaves(untrained)))
 
 
 def test_classifier_weights_and_reference_cache_on_gcs(gcs_emulator, bucket,

@@ -11,8 +11,8 @@ order are left out). The model (gan_jax/metrics/classifier.py) is trained with
 Adam on softmax cross-entropy for `num_epochs`, then its accuracy is measured
 on `eval_split` or on a held-out `holdout_fraction` of the training pass.
 WORKDIR gets the checkpoint (`params/` and `classifier.json`, which records
-the accuracy); an earlier one there is replaced. Pass WORKDIR as
---config.eval.classifier_checkpoint of launch.py.
+the accuracy); an earlier one there is replaced. WORKDIR may be a `gs://`
+URL. Pass WORKDIR as --config.eval.classifier_checkpoint of launch.py.
 
 Single device: the jitted steps run on jax's default device (the others,
 if any, stay idle); the network is small enough for that.
@@ -154,7 +154,9 @@ def train(config, workdir):
           'seed': config.seed, 'train_seconds': round(time.time() - start, 1)}
   classifier.save(workdir, spec, params, info)
   logging.info('held-out accuracy %.4f on %d images (%s); saved to %s',
-               accuracy, len(test_images), heldout, os.path.abspath(workdir))
+               accuracy, len(test_images), heldout,
+               workdir if workdir_lib.is_remote(workdir) else
+               os.path.abspath(workdir))
   return {**info, 'image_shape': list(spec.image_shape)}
 
 

@@ -20,16 +20,14 @@ statistics are keyed by the checkpoint's hash.
 
 A checkpoint is a directory: `params/` (orbax) and `classifier.json` (the
 architecture and how it was trained), the JSON written last, so a directory
-without it is not a (complete) checkpoint. It is read from a local directory
-or a `gs://` one (a local one copied there, e.g. `gcloud storage cp -r`);
-tools/train_classifier.py writes local ones.
+without it is not a (complete) checkpoint. It is read from and written to a
+local directory or a `gs://` one.
 """
 import dataclasses
 import functools
 import hashlib
 import json
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -146,27 +144,28 @@ def resolve_path(path):
 
 
 def save(directory, spec, params, info=None):
-  """Writes `params` and `spec` (+ `info`, JSON-able) to `directory`.
+  """Writes `params` and `spec` (+ `info`, JSON-able) to `directory` (local,
+  or a `gs://` URL).
 
   An earlier checkpoint there is replaced; its JSON goes first, so a save
   killed half-way leaves no checkpoint rather than a mixed one.
   """
-  directory = os.path.abspath(os.path.expanduser(directory))
-  os.makedirs(directory, exist_ok=True)
-  spec_path = os.path.join(directory, SPEC_FILE)
-  if os.path.exists(spec_path):
-    os.remove(spec_path)
-  params_dir = os.path.join(directory, PARAMS_DIR)
-  if os.path.exists(params_dir):
-    shutil.rmtree(params_dir)
+  directory = epath.Path(directory.rstrip('/') if workdir_lib.is_remote(
+      directory) else os.path.abspath(os.path.expanduser(directory)))
+  directory.mkdir(parents=True, exist_ok=True)
+  spec_path = directory / SPEC_FILE
+  if spec_path.exists():
+    spec_path.unlink()
+  params_dir = directory / PARAMS_DIR
+  if params_dir.exists():
+    params_dir.rmtree()
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(params_dir, jax.device_get(params))
     ckptr.wait_until_finished()
   content = {'format': FORMAT, **dataclasses.asdict(spec), **(info or {})}
-  tmp = spec_path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(content, f, indent=2, sort_keys=True)
-  os.replace(tmp, spec_path)
+  tmp = directory / f'{SPEC_FILE}.tmp'
+  tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
+  tmp.replace(spec_path)
 
 
 def load(path):
