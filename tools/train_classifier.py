@@ -155,8 +155,7 @@ def train(config, workdir):
   classifier.save(workdir, spec, params, info)
   logging.info('held-out accuracy %.4f on %d images (%s); saved to %s',
                accuracy, len(test_images), heldout,
-               workdir if workdir_lib.is_remote(workdir) else
-               os.path.abspath(workdir))
+               workdir_lib.absolute(workdir))
   return {**info, 'image_shape': list(spec.image_shape)}
 
 

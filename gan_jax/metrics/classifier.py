@@ -150,8 +150,7 @@ def save(directory, spec, params, info=None):
   An earlier checkpoint there is replaced; its JSON goes first, so a save
   killed half-way leaves no checkpoint rather than a mixed one.
   """
-  directory = epath.Path(directory.rstrip('/') if workdir_lib.is_remote(
-      directory) else os.path.abspath(os.path.expanduser(directory)))
+  directory = epath.Path(workdir_lib.absolute(os.path.expanduser(directory)))
   directory.mkdir(parents=True, exist_ok=True)
   spec_path = directory / SPEC_FILE
   if spec_path.exists():
