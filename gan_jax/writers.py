@@ -17,7 +17,6 @@ import io
 import json
 import os
 import sys
-import zipfile
 
 import jax
 import numpy as np
@@ -28,8 +27,6 @@ from gan_jax import workdir as workdir_lib
 from gan_jax.errors import UserError
 
 HISTORY = 'metrics.jsonl'
-# The time every member of an .npz is stamped with (`save_npz`).
-_NPZ_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def check_history(workdir):
@@ -188,15 +185,11 @@ class MetricWriter:
 
 
 def save_npz(path, arrays):
-  """Writes {name: array} to `path` (local or gs://) as numpy's `savez` does,
-  but the same arrays give the same bytes: savez stamps each member with the
-  time of writing. Written to PATH.tmp, then renamed over `path`."""
+  """Writes {name: array} to `path` (local or gs://) with numpy's `savez`
+  (whose members carry a fixed date: the same arrays give the same bytes),
+  to PATH.tmp, then renamed over `path`."""
   path = epath.Path(path)
   tmp = path.parent / f'{path.name}.tmp'
-  with tmp.open('wb') as f, zipfile.ZipFile(f, 'w') as archive:
-    for name, value in arrays.items():
-      info = zipfile.ZipInfo(f'{name}.npy', date_time=_NPZ_TIME)
-      info.external_attr = 0o644 << 16  # rw-r--r-- when unzipped.
-      with archive.open(info, 'w', force_zip64=True) as member:
-        np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+  with tmp.open('wb') as f:
+    np.savez(f, **arrays)
   tmp.replace(path)

@@ -11,6 +11,7 @@ there.
 Versions verified: gcp-storage-emulator 2026.7.19, gcsfs 2026.10.1,
 etils 1.15.0, tensorstore 0.1.86, orbax-checkpoint 0.12.8, tensorboardX 2.6.5.
 """
+import io
 import json
 import logging
 import os
@@ -265,6 +266,14 @@ def test_sigkill_relaunch_and_eval_on_gcs(gcs_emulator, bucket):
   assert result.returncode == 0, result.stderr[-3000:]
   saved = json.loads((epath.Path(straight) / 'eval_step_60.json').read_text())
   assert saved['step'] == 60
+  # --mode=sample writes its .npz (writers.save_npz) to the bucket too.
+  result = run_launch(args + [f'--workdir={straight}', '--mode=sample',
+                              '--num_samples=20'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(io.BytesIO((epath.Path(straight) / 'samples_step_60.npz')
+                          .read_bytes())) as sampled:
+    assert sampled['samples'].shape == (20, 2) and int(sampled['step']) == 60
+  assert not any(n.endswith('.tmp') for n in _objects(gcs_emulator, straight))
 
 
 @pytest.mark.parametrize('bucket_name', ['no-such-bucket-x', 'denied'])
