@@ -10,6 +10,8 @@ import concurrent.futures
 import importlib
 import json
 import os
+import time
+from unittest import mock
 
 import jax
 import ml_collections
@@ -21,6 +23,7 @@ from gan_jax import evaluate
 from gan_jax import run_config
 from gan_jax import sampling
 from gan_jax import train
+from gan_jax import writers
 from gan_jax.errors import UserError
 from tests.conftest import for_model
 from tests.conftest import run_launch
@@ -228,3 +231,18 @@ def test_eval_mode_reads_config_json_too(toy_run):
 def test_seed_out_of_range(toy_run):
   with pytest.raises(UserError, match='sample_seed=-1'):
     _sample(toy_run, 4, -1)
+
+
+def test_npz_bytes_do_not_depend_on_the_time(tmp_path):
+  """writers.save_npz: the same arrays written an hour apart are the same
+  bytes (so a sample file's sha256 names its content), and no .tmp is left."""
+  arrays = {'samples': np.arange(12, dtype=np.float32).reshape(6, 2),
+            'step': np.int64(4)}
+  writers.save_npz(tmp_path / 'a.npz', arrays)
+  later = time.time() + 3600
+  with mock.patch.object(time, 'time', lambda: later):
+    writers.save_npz(tmp_path / 'b.npz', arrays)
+  assert (tmp_path / 'a.npz').read_bytes() == (tmp_path / 'b.npz').read_bytes()
+  assert sorted(os.listdir(tmp_path)) == ['a.npz', 'b.npz']
+  with np.load(tmp_path / 'a.npz') as loaded:
+    np.testing.assert_array_equal(loaded['samples'], arrays['samples'])
