@@ -120,14 +120,20 @@ def test_tfds_resume_gives_identical_batches():
       np.testing.assert_array_equal(a, b)
 
 
-def test_missing_tfds_dataset_is_one_clear_line(tmp_path):
+def test_missing_tfds_dataset_is_one_clear_line(tmp_path, caplog):
+  (tmp_path / 'mnist' / '3.0.1').mkdir(parents=True)  # A folder, no dataset.
   with pytest.raises(UserError) as e:
     data.build(_config('mnist', data_dir=str(tmp_path)), 4, 0, 1)
+  # TFDS's own warnings ('Variant folder ... has no dataset_info.json') are
+  # dropped: the error line says what is wrong.
+  assert not [r for r in caplog.records
+              if 'tensorflow_datasets' in r.pathname], caplog.text
   message = str(e.value)
   assert '\n' not in message
   assert 'tfds build mnist --file_format=array_record' in message
   assert '--config.data.data_dir=' in message and str(tmp_path) in message
-  assert not os.listdir(tmp_path)  # Nothing was downloaded or written.
+  assert os.listdir(tmp_path) == ['mnist']  # Nothing downloaded or written.
+  assert os.listdir(tmp_path / 'mnist') == ['3.0.1']
 
 
 def test_too_small_tfds_split():

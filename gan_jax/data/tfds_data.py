@@ -36,7 +36,9 @@ Fields read from `config.data` (None or absent: the default):
   num_workers: grain worker processes (default 0: threads only).
 Resizing uses PIL's antialiased bicubic filter.
 """
+import contextlib
 import functools
+import logging
 import os
 
 import numpy as np
@@ -112,13 +114,37 @@ def open_source(name, split, data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if data_dir:
     data_dir = os.path.expanduser(data_dir)
+  with _held_tfds_records():
+    try:
+      return tfds.data_source(name, split=split, data_dir=data_dir,
+                              download=False, try_gcs=False)
+    except Exception as e:  # pylint: disable=broad-except
+      # TFDS raises many types here (NotImplementedError for a missing
+      # dataset, ValueError for a bad split, ...): diagnose and say what to do.
+      raise _open_error(name, split, data_dir, e) from e
+
+
+@contextlib.contextmanager
+def _held_tfds_records():
+  """Holds back TFDS's own log records: logged when the block ends normally,
+  dropped when it raises (the one-line UserError says what is wrong; TFDS
+  would first warn, e.g. 'Variant folder ... has no dataset_info.json')."""
+  held = []
+
+  def hold(record):
+    if 'tensorflow_datasets' in record.pathname:
+      held.append(record)
+      return False
+    return True
+
+  logger = logging.getLogger('absl')  # absl.logging's, which TFDS uses.
+  logger.addFilter(hold)
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir,
-                            download=False, try_gcs=False)
-  except Exception as e:  # pylint: disable=broad-except
-    # TFDS raises many types here (NotImplementedError for a missing dataset,
-    # ValueError for a bad split, ...): diagnose and say what to do instead.
-    raise _open_error(name, split, data_dir, e) from e
+    yield
+  finally:
+    logger.removeFilter(hold)
+  for record in held:  # Not reached when the block raised.
+    logger.handle(record)
 
 
 def build(config, host_batch_size, process_index, process_count):
