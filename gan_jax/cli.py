@@ -11,6 +11,7 @@ import sys
 
 from absl import flags
 from absl import logging
+import ml_collections
 
 from gan_jax.errors import UserError
 
@@ -54,6 +55,8 @@ def unknown_field(argv):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(arg) if arg else module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    return _not_a_config_dict(config)
   for a in argv:
     if not a.startswith('--config.'):
       continue
@@ -90,10 +93,26 @@ def parse_flags(argv):
         message = (f'{lines[-1][len(prefix):]} '
                    f'(--config={config_source(argv)})')
       else:
-        message = f'bad command line: {lines[0]}'
-        if len(lines) > 1:
-          message += f' ... {lines[-1]}'
+        message = _not_a_config(argv, lines) or (
+            f'bad command line: {lines[0]}' +
+            (f' ... {lines[-1]}' if len(lines) > 1 else ''))
     fail(message)
+
+
+def _not_a_config(argv, lines):
+  """The error for a --config file that is missing or not a config
+  (ml_collections loads it as module `config_config`), or None."""
+  source = config_source(argv)
+  if source is None or 'config_config' not in ' '.join(lines):
+    return None
+  if 'No such file' in lines[-1]:
+    return f'--config={source}: no such file; pass one of configs/*.py'
+  why = ('it defines no get_config()' if 'get_config' in lines[0] else
+         'it defines command-line flags: a script?' if 'defined twice' in
+         lines[0] else None)
+  return why and (f'--config={source} is not a config file ({why}); pass one '
+                  'of configs/*.py, or a file with get_config() returning an '
+                  'ml_collections.ConfigDict')
 
 
 def check_out(path, flag='--out'):
@@ -114,7 +133,15 @@ def config(config_flag):
   (missing, unreadable) is one line. Its errors surface here, on first use."""
   try:
     value = config_flag.value
-    value.keys()
+    if hasattr(value, 'keys'):
+      value.keys()  # A file that failed to load raises OSError here.
   except OSError as e:
     fail(f'cannot load the config: {" ".join(str(e).split())[:300]}')
+  if not isinstance(value, ml_collections.ConfigDict):
+    fail(_not_a_config_dict(value))
   return value
+
+
+def _not_a_config_dict(value):
+  return (f"the --config file's get_config() returned {type(value).__name__} "
+          f'{str(value)[:40]!r}, not an ml_collections.ConfigDict')

@@ -98,6 +98,23 @@ def test_bad_input_gets_one_line(tmp_path, args, fragments):
   assert not os.path.exists(workdir / 'checkpoints')
 
 
+@pytest.mark.parametrize('content, fragments', [
+    ('x = 1\n', ['is not a config file', 'no get_config()']),
+    ('def get_config():\n  return 5\n', ["get_config() returned int '5'"]),
+    (None, ['--config=launch.py is not a config file', 'command-line flags']),
+])
+def test_not_a_config_file_is_one_line(tmp_path, content, fragments):
+  path = 'launch.py'  # A script: it defines flags.
+  if content is not None:
+    path = tmp_path / 'not_a_config.py'
+    path.write_text(content)
+  for override in ([], ['--config.num_steps=1']):  # Each fails elsewhere.
+    result = run_launch([f'--config={path}', f'--workdir={tmp_path / "run"}',
+                         *override])
+    assert_one_line_error(result, *fragments)
+  assert not os.path.exists(tmp_path / 'run')
+
+
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
