@@ -392,6 +392,14 @@ def test_bad_own_data_errors(tmp_path):
   path = str(tmp_path / 'ragged.npz')
   np.savez(path, images=ragged)
   assert 'object array' in _error(_config('images', path=path))
+  garbage = tmp_path / 'garbage.npz'  # Neither a zip nor an .npy.
+  garbage.write_bytes(b'not an archive')
+  assert 'is not an .npz file' in _error(_config('images', path=str(garbage)))
+  single = tmp_path / 'single.npz'
+  with open(single, 'wb') as f:
+    np.save(f, np.zeros((8, 4, 4), np.uint8))  # np.save, whatever the name.
+  assert 'holds a single array (np.save)' in _error(
+      _config('images', path=str(single)))
 
   for shape, words in [((32, 32, 3), 'one H x W x C image, or N grayscale'),
                        ((8, 3, 16, 16), 'channels first'),

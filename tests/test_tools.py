@@ -122,7 +122,8 @@ def test_cluster_npz_sizes_when_clusters_do_not_divide_the_images():
     ('no_images', "has no array named 'images'"),
     ('clusters', '--clusters must be 2 .. 120'),
     ('same_out', '--out must differ from --data'),
-    ('not_npz', 'cannot read'),
+    ('not_npz', 'is not an .npz file'),
+    ('single_array', 'holds a single array (np.save)'),
 ])
 def test_cluster_npz_errors(tmp_path, case, message):
   images, _ = _blobs([60, 60])
@@ -131,6 +132,9 @@ def test_cluster_npz_errors(tmp_path, case, message):
     np.savez(path, pictures=images)
   elif case == 'not_npz':
     path.write_text('not a zip')
+  elif case == 'single_array':
+    with open(path, 'wb') as f:
+      np.save(f, images)
   else:
     np.savez(path, images=images)
   out = path if case == 'same_out' else tmp_path / 'out.npz'

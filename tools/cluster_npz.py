@@ -40,6 +40,8 @@ if ROOT not in sys.path:
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from gan_jax import cli
+from gan_jax.data import own_images
+from gan_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -134,13 +136,9 @@ def main(argv=None):
   if args.restarts < 1:
     sys.exit(f'error: --restarts={args.restarts}: give 1 or more')
   try:
-    with np.load(args.data, allow_pickle=False) as npz:
-      if 'images' not in npz.files:
-        sys.exit(f"error: {args.data} has no array named 'images'")
-      images = npz['images']
-      classes = npz['labels'] if 'labels' in npz.files else None
-  except (OSError, ValueError) as e:
-    sys.exit(f'error: cannot read {args.data} as an .npz ({e})')
+    images, classes = own_images.read_npz(args.data, labels=None)
+  except UserError as e:
+    sys.exit(f'error: {e}')
   if images.ndim != 4:
     sys.exit(f"error: 'images' in {args.data} must be N x H x W x C, got "
              f'shape {images.shape}')

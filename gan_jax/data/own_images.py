@@ -193,19 +193,30 @@ def _folder(path, size, channels, num_classes):
   return FolderSource(paths, size, channels, labels), (size, size, channels)
 
 
-def _read_npz(path, labels):
-  """The `images` array of `path` (and its `labels` array if `labels`)."""
+def read_npz(path, labels):
+  """(images, labels) arrays of the .npz `path` (local or gs://); UserError
+  if it cannot be read. `labels`: True, required; False, not read (None);
+  None, read if present."""
   try:
     # A gs:// URL is read whole (it is loaded whole anyway).
     source = (io.BytesIO(workdir_lib.read_bytes(path))
               if workdir_lib.is_remote(path) else path)
-    with np.load(source, allow_pickle=False) as npz:
+    try:
+      loaded = np.load(source, allow_pickle=False)
+    except ValueError:  # Neither a zip nor an .npy: numpy tries pickle.
+      raise UserError(f'{path} is not an .npz file (not a zip archive of '
+                      'arrays); write it with np.savez(path, images=array)'
+                      ) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise UserError(f'{path} holds a single array (np.save), not an .npz; '
+                      'write it with np.savez(path, images=array)')
+    with loaded as npz:
       if 'images' not in npz.files:
         raise UserError(
             f"{path} has no array named 'images' (it has: "
             f"{', '.join(npz.files) or 'nothing'}); save it with "
             'np.savez(path, images=array)')
-      if not labels:
+      if not labels and not (labels is None and 'labels' in npz.files):
         return npz['images'], None
       if 'labels' not in npz.files:
         raise UserError(
@@ -262,7 +273,7 @@ def _to_channels(images, channels):
 
 
 def _npz(path, size, channels, num_classes):
-  images, labels = _read_npz(path, num_classes > 0)
+  images, labels = read_npz(path, num_classes > 0)
   shape = images.shape
   if images.ndim == 3:
     if shape[-1] in (1, 3, 4):
@@ -344,7 +355,7 @@ def _label_counts(path, folder, num_classes):
              if p.lower().endswith(EXTENSIONS)]
     labels = _folder_labels(path, paths, num_classes)
   else:
-    labels = pipeline.check_labels(_read_npz(path, True)[1], num_classes, path)
+    labels = pipeline.check_labels(read_npz(path, True)[1], num_classes, path)
   return np.bincount(labels, minlength=num_classes)
 
 
