@@ -222,6 +222,13 @@ def _with_run_config(argv):
   """
   mode = cli.flag_value(argv, 'mode')
   if mode not in ('eval', 'sample'):
+    if cli.config_source(argv) is None and not any(
+        a.split('=')[0] in ('--help', '-h', '--helpfull', '--helpshort')
+        for a in argv[1:]):
+      cli.fail('--config is missing: pass the config to train, e.g. --config '
+               'configs/default.py (to resume a run, the same one again); '
+               '--mode=eval and --mode=sample use the run\'s config.json '
+               'without it')
     return argv
   workdir = cli.flag_value(argv, 'workdir')
   if not workdir:

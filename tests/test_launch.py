@@ -115,6 +115,14 @@ def test_not_a_config_file_is_one_line(tmp_path, content, fragments):
   assert not os.path.exists(tmp_path / 'run')
 
 
+@pytest.mark.parametrize('extra', [[], ['--config.num_steps=2'],
+                                   ['--mode=train']])
+def test_training_without_config_is_one_line(tmp_path, extra):
+  result = run_launch([f'--workdir={tmp_path / "run"}', *extra])
+  assert_one_line_error(result, '--config is missing', 'configs/default.py')
+  assert not os.path.exists(tmp_path / 'run')
+
+
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
