@@ -10,6 +10,7 @@ A trained run's checkpoints: `evaluate_checkpoint` (--mode=eval) and
 """
 import contextlib
 import json
+import math
 import os
 import signal
 import threading
@@ -413,6 +414,23 @@ def evaluate_checkpoint(config, workdir, steps=None):
   return evaluated
 
 
+def _check_memory(num_samples, shape):
+  """UserError when `num_samples` float32 samples of `shape` would fill more
+  than half of this host's memory (every process holds them all), before
+  any is drawn: not an out-of-memory kill at the end."""
+  per = 4 * math.prod(shape)
+  try:
+    have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  except (AttributeError, OSError, ValueError):  # Not a POSIX host: no check.
+    return
+  if num_samples * per > have // 2:
+    raise UserError(
+        f'--num_samples={num_samples}: the samples ({"x".join(map(str, shape))}'
+        f' float32 each) would take {num_samples * per / 2**30:,.1f} GiB, '
+        f'more than half of this machine\'s {have / 2**30:.0f} GiB; ask for '
+        f'at most {have // 2 // per:,}')
+
+
 def _out_problem(out):
   """Why the .npz `out` (and the PNG beside it) cannot be written, or None."""
   if not str(out).endswith('.npz'):
@@ -466,6 +484,7 @@ def sample_checkpoint(config, workdir, num_samples, seed=0, out=None):
   ckpt, (step,) = _saved_steps(config, workdir, None, 'sample')
   try:
     data_iter, template = _data_and_state(config)
+    _check_memory(num_samples, data_iter.example_shape)
     state = _restore(ckpt, config, template, data_iter, set_aside=False,
                      step=step)
   finally:

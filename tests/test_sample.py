@@ -228,6 +228,15 @@ def test_eval_mode_reads_config_json_too(toy_run):
     assert json.load(f)['step'] == 4
 
 
+def test_more_samples_than_memory_fail_before_sampling(toy_run, tmp_path):
+  out = tmp_path / 'huge.npz'
+  with pytest.raises(UserError, match=r'--num_samples=10{12}: the samples '
+                     r'\(2 float32 each\) would take 7,450.6 GiB, more than '
+                     "half of this machine's"):
+    _sample(toy_run, 10**12, 1, out)  # 8 TB of points.
+  assert not os.listdir(tmp_path)
+
+
 def test_seed_out_of_range(toy_run):
   with pytest.raises(UserError, match='sample_seed=-1'):
     _sample(toy_run, 4, -1)
