@@ -191,5 +191,5 @@ def save_npz(path, arrays):
   path = epath.Path(path)
   tmp = path.parent / f'{path.name}.tmp'
   with tmp.open('wb') as f:
-    np.savez(f, **arrays)
+    np.savez(f, allow_pickle=False, **arrays)
   tmp.replace(path)
