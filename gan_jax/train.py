@@ -261,13 +261,14 @@ def _log(config, writer, step, scalars, steps_per_sec):
                steps_per_sec, time.strftime('%H:%M:%S', time.gmtime(eta)))
 
 
-def _evaluate(config, generate, state, step, workdir, writer):
-  """The metrics of the sampling generator (EMA when on), logged."""
+def _evaluate(config, generate, state, step, workdir, writer, networks):
+  """The metrics of the sampling generator (EMA when on), logged with
+  `networks` (`_networks`)."""
   g_eval, tag = evaluate.generator(config, state)
   results = evaluate.evaluate(config, generate, unreplicate(g_eval), step,
                               workdir, writer, tag)
   if results:
-    writer.write_scalars(step, results, _networks(config))
+    writer.write_scalars(step, results, networks)
     logging.info('eval step %d  %s', step, '  '.join(
         f'{name} {v:.4g}' for name, v in results.items()))
 
@@ -305,6 +306,7 @@ def _loop(config, workdir, data_iter, state, ckpt, writer, stop):
                     donate_argnums=(0,))
   p_diversity = jax.pmap(diversity.make_diversity(config), axis_name=AXIS)
   generate = sampling.make_generate(config)
+  networks = _networks(config)  # Once: eval does not change within a run.
   state = _replicate(state, devices)
   feeder = DeviceFeeder(data_iter, config.d_steps, devices)
   periods = (config.log_every, config.eval_every, config.checkpoint.every)
@@ -335,7 +337,7 @@ def _loop(config, workdir, data_iter, state, ckpt, writer, stop):
       _log(config, writer, step, scalars, (step - t_step) / max(now - t0, 1e-9))
       t0, t_step = now, step
     if step % config.eval_every == 0 or last:
-      _evaluate(config, generate, state, step, workdir, writer)
+      _evaluate(config, generate, state, step, workdir, writer, networks)
     if save:
       ckpt.save(step, unreplicate(state), data_state, config)
     if stopping:
