@@ -16,7 +16,9 @@ google-cloud-storage and hangs at exit retrying an upload).
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -187,9 +189,17 @@ class MetricWriter:
 def save_npz(path, arrays):
   """Writes {name: array} to `path` (local or gs://) with numpy's `savez`
   (whose members carry a fixed date: the same arrays give the same bytes),
-  to PATH.tmp, then renamed over `path`."""
+  to PATH.tmp, then renamed over `path`. For gs:// the zip is written to a
+  local temporary file first: zipfile marks a stream it cannot seek back in
+  (an upload) with data descriptors, which would give other bytes."""
   path = epath.Path(path)
   tmp = path.parent / f'{path.name}.tmp'
-  with tmp.open('wb') as f:
-    np.savez(f, allow_pickle=False, **arrays)
+  if workdir_lib.is_remote(path):
+    with tempfile.TemporaryFile() as local, tmp.open('wb') as f:
+      np.savez(local, allow_pickle=False, **arrays)
+      local.seek(0)
+      shutil.copyfileobj(local, f, 1 << 24)
+  else:
+    with tmp.open('wb') as f:
+      np.savez(f, allow_pickle=False, **arrays)
   tmp.replace(path)

@@ -5,8 +5,8 @@ one does, --mode=eval reads from the bucket, and a missing bucket is one
 error line; the lock's takeover is conditional on the generation it read;
 a folder of images on gs:// reads as the same folder on a local disk; the
 feature networks' weights (Inception, classifier) and the reference
-statistics' cache may be on gs://, and tools/train_classifier.py writes
-there.
+statistics' cache may be on gs://, and tools/train_classifier.py and
+tools/convert_inception_weights.py write there.
 
 Versions verified: gcp-storage-emulator 2026.7.19, gcsfs 2026.10.1,
 etils 1.15.0, tensorstore 0.1.86, orbax-checkpoint 0.12.8, tensorboardX 2.6.5.
@@ -575,3 +575,27 @@ def test_classifier_weights_and_reference_cache_on_gcs(gcs_emulator, bucket,
   assert evals[0]['feature_networks'] == evaluated['feature_networks']
   assert _objects(gcs_emulator, f'{bucket}/cache') == cached
   assert _generation(gcs_emulator, f'{bucket}/{cached[0]}') == generation
+
+
+def test_inception_weights_converted_to_gcs(gcs_emulator, bucket, tmp_path,
+                                            monkeypatch):
+  """tools/convert_inception_weights.py with a gs:// OUT.npz writes the object
+  (not a local folder named 'gs:', no .tmp left), the same bytes as a local
+  conversion, and it loads as config.eval.inception_weights."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from gan_jax.metrics import inception  # pylint: disable=g-import-not-at-top
+  from tests.test_inception import _load_tool  # pylint: disable=g-import-not-at-top
+  from tests.test_inception import _random_fid_state_dict  # pylint: disable=g-import-not-at-top
+  from tests.test_inception import torch  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  pth, local = tmp_path / 'random.pth', tmp_path / 'local.npz'
+  torch.save(_random_fid_state_dict(), pth)
+  tool = _load_tool()
+  url = f'{bucket}/weights/fid.npz'
+  assert tool.main(['convert', str(pth), url]) == 0
+  assert tool.main(['convert', str(pth), str(local)]) == 0
+  assert not os.path.exists(tmp_path / 'gs:')
+  assert _objects(gcs_emulator, f'{bucket}/weights') == ['weights/fid.npz']
+  assert epath.Path(url).read_bytes() == local.read_bytes()
+  assert inception.FeatureExtractor(url, batch_size=2).weights_hash == (
+      inception.weights_hash(str(local)))

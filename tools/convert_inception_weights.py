@@ -3,7 +3,8 @@
   wget https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
   python tools/convert_inception_weights.py pt_inception-2015-12-05-6726825d.pth [OUT.npz]
 
-OUT.npz defaults to ~/.cache/gan_jax/fid_inception_v3-2015-12-05.npz; point
+OUT.npz (a local path or a gs:// URL) defaults to
+~/.cache/gan_jax/fid_inception_v3-2015-12-05.npz; point
 config.eval.inception_weights at it. torch is needed only here (any version
 that can `torch.load` the file); the renaming itself is
 `gan_jax.metrics.inception.from_torch_state_dict`, which tests/test_inception.py
@@ -17,9 +18,8 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np
-
 from gan_jax import workdir
+from gan_jax import writers
 from gan_jax.errors import UserError
 from gan_jax.metrics import inception
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -43,13 +43,13 @@ def load_torch_state_dict(pth_path):
 
 
 def convert(pth_path, npz_path):
-  """Writes the converted weights of `pth_path` to `npz_path`; returns it."""
+  """Writes the converted weights of `pth_path` to `npz_path` (local or
+  gs://; whole or not at all); returns it."""
   flat = inception.from_torch_state_dict(load_torch_state_dict(pth_path))
-  npz_path = os.path.expanduser(npz_path)
-  os.makedirs(os.path.dirname(os.path.abspath(npz_path)), exist_ok=True)
-  tmp = npz_path + '.tmp.npz'
-  np.savez(tmp, **flat)
-  os.replace(tmp, npz_path)
+  if not workdir.is_remote(npz_path):
+    npz_path = os.path.expanduser(npz_path)
+    os.makedirs(os.path.dirname(os.path.abspath(npz_path)), exist_ok=True)
+  writers.save_npz(npz_path, flat)
   return npz_path
 
 
@@ -59,7 +59,7 @@ def main(argv):
     return 2
   out = argv[2] if len(argv) == 3 else inception.DEFAULT_WEIGHTS
   try:
-    workdir.check_out_file(out, flag='OUT.npz')
+    workdir.check_out_file(out, flag='OUT.npz', remote_ok=True)
     out = convert(argv[1], out)
   except UserError as e:
     sys.exit(f'error: {e}')
