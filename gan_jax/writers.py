@@ -158,16 +158,20 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write_scalars(self, step, scalars, info=None):
-    """`info`: {key: JSON value} for the metrics.jsonl row only, e.g. which
-    feature networks an evaluation's numbers were computed with."""
+    """`info`: {key: JSON value} that is not a scalar, e.g. which feature
+    networks an evaluation's numbers were computed with: in the metrics.jsonl
+    row, and as a text (the JSON) in TensorBoard."""
     if not self.active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({'step': int(step), **scalars, **(info or {})})
+    info = info or {}
+    self._jsonl.write(json.dumps({'step': int(step), **scalars, **info})
                       + '\n')
     self._jsonl.flush()
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, int(step))
+    for k, v in info.items():  # A code block: paths are not Markdown.
+      self._tb.add_text(k, f'```\n{json.dumps(v, indent=1)}\n```', int(step))
 
   def write_image(self, step, name, image):
     """`image`: uint8 `[H, W, C]`."""

@@ -7,6 +7,7 @@ the same .npz, evaluated in classifier space.
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -293,6 +294,11 @@ def test_launch_writes_fid_in_classifier_space(trained, tmp_path):
   assert evals[0]['feature_networks'] == networks
   assert not any('feature_networks' in row for row in rows
                  if 'fid_clf_1k_train' not in row)  # Not on the log rows.
+  # TensorBoard shows them as a text at the evaluation's step.
+  texts = _tensorboard_texts(workdir / 'tensorboard')
+  assert list(texts) == [(2, 'feature_networks/text_summary')]
+  assert json.loads(texts[2, 'feature_networks/text_summary'].strip('`\n')
+                    ) == networks
   r = run_launch(args + ['--mode=eval'])
   assert r.returncode == 0, r.stderr[-3000:]
   with open(workdir / 'eval_step_2.json') as f:
@@ -390,3 +396,21 @@ def test_cluster_conditional_run_is_scored_as_unconditional(trained, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(workdir / 'samples' / 'step_0000002.png') as grid:
     assert grid.width == grid.height  # 2 x 2, not a row per label.
+
+
+def _tensorboard_texts(folder):
+  """{(step, tag): text} of the text summaries in the event files of `folder`
+  (TFRecord framing: length, its crc, the Event proto, its crc)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  texts = {}
+  for name in sorted(os.listdir(folder)):
+    data = (folder / name).read_bytes()
+    pos = 0
+    while pos < len(data):
+      (size,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + size])
+      pos += 16 + size
+      for value in event.summary.value:
+        if value.tensor.string_val:
+          texts[event.step, value.tag] = value.tensor.string_val[0].decode()
+  return texts
