@@ -87,6 +87,8 @@ VARIANTS = {
     # The seeds' recipe with labels, as it stands (batch 256, Adam 1e-4,
     # simultaneous updates, no EMA): configs/mnist_cgan.py on the digits.
     'cgan': ('configs/mnist_cgan.py:data=images', EVERY_500),
+    'cgan_seed1': ('configs/mnist_cgan.py:data=images',
+                   f'{EVERY_500} {seed_flags(1)}'),
     'cgan_adam2e4': ('configs/mnist_cgan.py:data=images',
                      OPT.format(lr=2e-4, b1=0.5) + ' ' + EVERY_500),
 }
