@@ -113,8 +113,16 @@ def make_config(variant, seed, num_steps, data=None, curve_points=1):
   return config
 
 
+def kept_step(workdir):
+  """The latest checkpoint's step in `workdir` (0 for a new run)."""
+  folder = os.path.join(workdir, 'checkpoints')
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  return max((int(n) for n in names if n.isdigit()), default=0)
+
+
 def run_one(variant, seed, num_steps, workdir, data=None, curve_points=1):
   config = make_config(variant, seed, num_steps, data, curve_points)
+  start_step = kept_step(workdir)
   t0 = time.time()
   train.train_and_evaluate(config, workdir)
   seconds = time.time() - t0
@@ -125,7 +133,9 @@ def run_one(variant, seed, num_steps, workdir, data=None, curve_points=1):
           'num_steps': config.num_steps,
           'modes': int(last['modes']), 'hq': float(last['hq']),
           'kl': float(last['kl']),
-          'label_acc': float(last.get('label_acc', 'nan')), 'seconds': seconds,
+          'label_acc': float(last.get('label_acc', 'nan')),
+          # The time of this call: from start_step, the checkpoint it resumed.
+          'seconds': seconds, 'start_step': start_step,
           # Modes / HQ / KL at each evaluation: where the numbers stop moving.
           'curve': [[int(e['step']), int(e['modes']), float(e['hq']),
                      float(e['kl'])] for e in evals]}

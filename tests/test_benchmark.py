@@ -146,6 +146,14 @@ def test_grid25_table_curves_data_and_merge(tmp_path):
         '--curve_points=1', f'--out={tmp_path}/b.json')
   # A --workdir keeps its runs; without one, the temporary folder is removed.
   assert (tmp_path / 'a' / 'non_saturating_ring_pacgan_seed3').is_dir()
+  # Called again, a kept run trains nothing: its seconds are from step 200.
+  table('--num_steps=200', '--seeds=3', '--variants=non_saturating',
+        '--data=ring_pacgan', '--curve_points=2', f'--workdir={tmp_path}/a',
+        f'--out={tmp_path}/again.json')
+  first, again = (json.loads((tmp_path / f).read_text())['runs'][0]
+                  for f in ('a.json', 'again.json'))
+  assert (first['start_step'], again['start_step']) == (0, 200)
+  assert again['curve'] == first['curve']
   assert not [p for p in tmp.iterdir() if p.name.startswith('grid25_table_')]
   out = table('--merge', f'{tmp_path}/a.json', f'{tmp_path}/b.json',
               f'--out={tmp_path}/m.json')
