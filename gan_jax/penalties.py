@@ -10,7 +10,11 @@ axis the batch is split over (None outside `pmap`):
 The train step adds `config.penalty.weight * penalty` to the discriminator's
 loss. With `config.penalty.every = k > 1` the penalty is *lazy* (Karras et al.
 2020, StyleGAN2, Sec. 3.1): it is computed on every k-th D update only, and
-multiplied by k there so that its average strength stays the same.
+multiplied by k there so that its average strength stays the same. It is
+added to the loss of that D update (one Adam step), whereas StyleGAN2 takes a
+separate optimizer step for it and so rescales Adam (lr * c, beta ** c with
+c = k / (k + 1)) to keep the per-image schedule; here the number of D steps
+does not change, so no such rescaling applies.
 
 Every penalty here differentiates D with respect to its input, per example
 (`jax.grad` of the summed outputs; the examples do not interact unless D mixes
