@@ -1,14 +1,17 @@
-"""The commands in README.md and docs/*.md are the programs' own: they parse.
+"""The commands in the docs and docstrings are the programs' own: they parse.
 
 Every `python launch.py|tools/X.py|benchmarks/X.py ...` line of a ```bash
-block (shell loops expanded: `for V in a b; do ... $V ... done` gives a
-command per value) is parsed by its program's own parser, without running it:
+block of README.md and docs/*.md (shell loops expanded: `for V in a b; do ...
+$V ... done` gives a command per value), and every such line of the module
+docstrings of launch.py, configs/, tools/ and benchmarks/, is parsed by its
+program's own parser, without running it:
 absl flags and `--config` files with their `:argument` and `--config.a.b=`
 overrides (and gan_jax.checks.validate on a GAN config), or a script's
 `parse_args`, which checks its benchmark variants and seeds. A renamed flag,
 config field or variant in the docs fails here. README's launch commands also
 run (tests/test_readme.py); the docs' long runs are too long for that.
 """
+import ast
 import collections
 import glob
 import importlib
@@ -26,13 +29,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ['README.md'] + sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'docs',
                                                              '*.md')))
+SOURCES = ['launch.py'] + sorted(
+    os.path.relpath(p, ROOT) for d in ('configs', 'tools', 'benchmarks')
+    for p in glob.glob(os.path.join(ROOT, d, '*.py')))
 # Programs with a module-level parse_args(argv) that exits on a bad line.
 ARGPARSE = {'benchmarks/grid25_table.py', 'benchmarks/mnist5k_ablation.py',
             'tools/cluster_npz.py', 'tools/make_digits_npz.py',
             'tools/mnist5k_npz.py'}
 # Programs that parse absl flags in app.run(main, flags_parser=...).
 ABSL = {'launch.py', 'tools/train_classifier.py', 'tools/eval_real_images.py',
-        'benchmarks/train_step.py', 'benchmarks/conv_transpose.py'}
+        'benchmarks/train_step.py', 'benchmarks/conv_transpose.py',
+        'benchmarks/check_dtypes.py'}
 # Positional arguments only: how many it takes.
 POSITIONAL = {'tools/convert_inception_weights.py': (1, 2)}
 
@@ -51,13 +58,16 @@ def _expanded(line, loops):
     yield out
 
 
-def commands_in(text):
-  """[(program, argv)] of the ```bash blocks of a page's `text`."""
+def commands_in(text, docstring=False):
+  """[(program, argv)] of the ```bash blocks of a page's `text`; of the lines
+  that start with `python` in a `docstring`."""
   found = []
-  for block in _FENCE.findall(text):
+  for block in [text] if docstring else _FENCE.findall(text):
     block = re.sub(r'\\\n\s*', ' ', block)  # Continuation lines.
     loops = collections.OrderedDict()
     for line in block.splitlines():
+      if docstring and not line.strip().startswith('python'):
+        continue  # Prose.
       for name, values in _LOOP.findall(line):
         loops[name] = shlex.split(values)
       for part in line.split('&&'):
@@ -74,12 +84,16 @@ def commands_in(text):
 
 
 def docs_commands():
-  """{program: [(page, argv)]} over README.md and docs/*.md."""
+  """{program: [(page, argv)]} over README.md, docs/*.md and the docstrings
+  of SOURCES."""
   by_program = collections.defaultdict(list)
-  for page in PAGES:
+  for page in PAGES + SOURCES:
     with open(os.path.join(ROOT, page), encoding='utf-8') as f:
-      for program, argv in commands_in(f.read()):
-        by_program[program].append((page, argv))
+      text = f.read()
+    if page.endswith('.py'):
+      text = ast.get_docstring(ast.parse(text), clean=False) or ''
+    for program, argv in commands_in(text, docstring=page.endswith('.py')):
+      by_program[program].append((page, argv))
   return by_program
 
 
