@@ -45,6 +45,7 @@ POSITIONAL = {'tools/convert_inception_weights.py': (1, 2)}
 
 _FENCE = re.compile(r'^```(?:bash|sh)\n(.*?)^```', re.M | re.S)
 _LOOP = re.compile(r'for (\w+) in (.*?); do')
+_DONE = re.compile(r'(?:^|;)\s*done\b')
 _PROGRAM = re.compile(r'python3? ((?:tools/|benchmarks/)?[\w]+\.py)\b(.*)')
 
 
@@ -78,7 +79,7 @@ def commands_in(text, docstring=False):
             rest = rest.rstrip().removesuffix('"')
           for expanded in _expanded(rest.split('; done')[0], loops):
             found.append((program, shlex.split(expanded, comments=True)))
-      for _ in range(line.count('done')):
+      for _ in _DONE.findall(line):
         loops.popitem()
   return found
 
@@ -101,7 +102,7 @@ def test_loops_are_expanded():
   text = ('```bash\nfor V in a "b c"; do for S in 0 1; do\n'
           '  python benchmarks/grid25_table.py --variants="$V" --seeds=$S \\\n'
           '    --out="$V-${S}.json"   # note\ndone; done\n'
-          'pip install x && python tools/mnist5k_npz.py --out m.npz\n```\n')
+          'pip install x && python tools/mnist5k_npz.py --out done.npz\n```\n')
   assert commands_in(text) == [
       ('benchmarks/grid25_table.py', ['--variants=a', '--seeds=0',
                                       '--out=a-0.json']),
@@ -111,7 +112,7 @@ def test_loops_are_expanded():
                                       '--out=b c-0.json']),
       ('benchmarks/grid25_table.py', ['--variants=b c', '--seeds=1',
                                       '--out=b c-1.json']),
-      ('tools/mnist5k_npz.py', ['--out', 'm.npz'])]
+      ('tools/mnist5k_npz.py', ['--out', 'done.npz'])]
 
 
 def test_every_program_in_the_docs_is_checked():
