@@ -124,8 +124,13 @@ def run_one(variant, seed, num_steps, workdir, data=None, curve_points=1):
   config = make_config(variant, seed, num_steps, data, curve_points)
   start_step = kept_step(workdir)
   t0 = time.time()
-  train.train_and_evaluate(config, workdir)
+  step = int(train.train_and_evaluate(config, workdir).step)
   seconds = time.time() - t0
+  if step < config.num_steps:  # Stopped (SIGTERM, Ctrl-C): not a result.
+    raise SystemExit(
+        f'error: {variant} seed {seed} stopped at step {step} of '
+        f'{config.num_steps}; no table is written. Its checkpoint is in '
+        f'{workdir}: with --workdir, the same command goes on from it')
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     evals = [json.loads(line) for line in f if '"modes"' in line]
   last = evals[-1]

@@ -178,6 +178,34 @@ def test_grid25_table_curves_data_and_merge(tmp_path):
   assert proc.returncode == 2 and 'no data=grid25' in proc.stderr
 
 
+def test_grid25_table_stopped_run_writes_no_table(tmp_path, monkeypatch):
+  """A run stopped early (SIGTERM, Ctrl-C: train's StopSignal) is no result:
+  an error line and no JSON, its checkpoint kept; the same command then goes
+  on from it. (Before, the table showed the last evaluation as the result at
+  --num_steps.)"""
+  from benchmarks import grid25_table  # pylint: disable=g-import-not-at-top
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  requested = train.StopSignal.requested
+  monkeypatch.setattr(train.StopSignal, 'requested',
+                      lambda self, ckpt, step: step >= 100 or requested(
+                          self, ckpt, step))
+  out = tmp_path / 't.json'
+  monkeypatch.setattr(sys, 'argv', [
+      'grid25_table.py', '--num_steps=200', '--seeds=0',
+      '--variants=non_saturating', '--curve_points=2',
+      f'--workdir={tmp_path}/w', f'--out={out}'])
+  with pytest.raises(SystemExit, match='stopped at step 100 of 200'):
+    grid25_table.main()
+  assert not out.exists()
+  run = tmp_path / 'w' / 'non_saturating_None_seed0'
+  assert grid25_table.kept_step(str(run)) == 100
+  monkeypatch.setattr(train.StopSignal, 'requested', requested)
+  grid25_table.main()
+  result, = json.loads(out.read_text())['runs']
+  assert result['start_step'] == 100
+  assert [c[0] for c in result['curve']] == [100, 200]
+
+
 def test_mnist5k_ablation_cluster_variants_train_on_their_clusters(tmp_path):
   """A clusters_* variant of benchmarks/mnist5k_ablation.py writes its
   clustered npz first and its command trains on it, with that many
