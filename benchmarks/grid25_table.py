@@ -15,7 +15,9 @@ high-quality samples (within 3 std of a mode) and the reverse KL of the
 high-quality samples' mode histogram to uniform. The table gives mean ± std
 over seeds (sample std, ddof=1); a KL is NaN when a run has no high-quality
 sample, and the mean is then over the other seeds (n says how many) and the
-worst seed's KL is NaN.
+worst seed's KL is NaN. With `--last_evals=K` a run's numbers are the mean of
+its last K evaluations (of `--curve_points`), not the last one alone: GAN
+numbers move from one evaluation to the next.
 
 Prints a markdown table and writes every run's numbers to `--out` (JSON).
 Run from the repository root (or anywhere: the root is put on sys.path).
@@ -154,7 +156,25 @@ def mean_std(values):
   return float(np.mean(values)), std, len(values)
 
 
-def summarise(runs):
+def tail(run, last_evals):
+  """A run's modes, HQ and KL: at its last evaluation, or with `last_evals`
+  K > 1 the mean of its last K (a GAN's numbers move from one evaluation to
+  the next; the KL mean is over those with a KL)."""
+  if last_evals == 1:
+    return run['modes'], run['hq'], run['kl']
+  curve = run.get('curve', [])
+  if len(curve) < last_evals:
+    raise SystemExit(
+        f"error: --last_evals={last_evals}: {run['variant']} seed "
+        f"{run['seed']} has {len(curve)} evaluations; give at most that, or "
+        'train with more --curve_points')
+  modes, hq, kl = np.array([c[1:4] for c in curve[-last_evals:]], float).T
+  kl = kl[~np.isnan(kl)]
+  return (float(modes.mean()), float(hq.mean()),
+          float(kl.mean()) if kl.size else float('nan'))
+
+
+def summarise(runs, last_evals=1):
   rows = []
   keys = dict.fromkeys((r['variant'], r.get('data', 'grid25')) for r in runs)
   for variant, data in sorted(keys, key=lambda k: (DATASETS.index(k[1])
@@ -162,9 +182,10 @@ def summarise(runs):
                                                    list(VARIANTS).index(k[0]))):
     mine = [r for r in runs
             if r['variant'] == variant and r.get('data', 'grid25') == data]
-    modes = mean_std([r['modes'] for r in mine])
-    hq = mean_std([100 * r['hq'] for r in mine])
-    kl = mean_std([r['kl'] for r in mine])
+    numbers = [tail(r, last_evals) for r in mine]
+    modes = mean_std([n[0] for n in numbers])
+    hq = mean_std([100 * n[1] for n in numbers])
+    kl = mean_std([n[2] for n in numbers])
     acc = mean_std([100 * r.get('label_acc', float('nan')) for r in mine])
     rows.append({'variant': variant, 'data': data, 'seeds': len(mine),
                  'num_steps': sorted({r['num_steps'] for r in mine}),
@@ -172,10 +193,11 @@ def summarise(runs):
                  'kl_n': kl[2], 'label_acc_percent': acc[:2],
                  # The worst seed on each number; a seed without a KL (no
                  # high-quality sample) is the worst KL, NaN.
-                 'worst': (min(r['modes'] for r in mine),
-                           100 * min(r['hq'] for r in mine),
+                 'worst': (min(n[0] for n in numbers),
+                           100 * min(n[1] for n in numbers),
                            float('nan') if kl[2] < len(mine)
-                           else max(r['kl'] for r in mine)),
+                           else max(n[2] for n in numbers)),
+                 'last_evals': last_evals,
                  'seconds_per_run': float(np.mean([r['seconds'] for r in mine]))})
   return rows
 
@@ -191,11 +213,15 @@ def markdown(rows):
     acc = r.get('label_acc_percent', (float('nan'),) * 2)
     acc = '' if math.isnan(acc[0]) else f'{acc[0]:.1f} ± {acc[1]:.1f}'
     steps = ','.join(str(n) for n in r.get('num_steps', []))
+    worst_modes = r['worst'][0]
+    if r.get('last_evals', 1) > 1:
+      steps += f" (mean of the last {r['last_evals']} evaluations)"
+      worst_modes = f'{worst_modes:.1f}'
     lines.append(
         f"| {r.get('data', 'grid25')} | {r['variant']} | {steps} | "
         f"{r['modes'][0]:.1f} ± {r['modes'][1]:.1f} | "
         f"{r['hq_percent'][0]:.1f} ± {r['hq_percent'][1]:.1f} | {kl} | "
-        f"{r['worst'][0]} / {r['worst'][1]:.1f} / {r['worst'][2]:.3f} | {acc} | "
+        f"{worst_modes} / {r['worst'][1]:.1f} / {r['worst'][2]:.3f} | {acc} | "
         f"{r['seeds']} | {r['seconds_per_run']:.0f} |")
   return '\n'.join(lines)
 
@@ -217,6 +243,9 @@ def parse_args(argv=None):
   parser.add_argument('--curve_points', type=int, default=1,
                       help='evaluations per run, evenly spaced (the last at '
                       'num_steps): the curve of modes / HQ / KL')
+  parser.add_argument('--last_evals', type=int, default=1,
+                      help="the table's numbers for a run: the mean of its "
+                      'last K evaluations (default 1: the last one)')
   parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
                       help='make one table of the runs in these output files '
                       '(of several invocations) instead of training')
@@ -231,6 +260,10 @@ def parse_args(argv=None):
                  "config's own)")
   if args.curve_points < 1:
     parser.error(f'--curve_points={args.curve_points}: give 1 or more')
+  if args.last_evals < 1 or (not args.merge and
+                             args.last_evals > args.curve_points):
+    parser.error(f'--last_evals={args.last_evals}: give 1 to --curve_points '
+                 f'({args.curve_points})')
   if args.merge:
     return args
   try:
@@ -296,7 +329,7 @@ def merged(paths):
 
 
 def write(args, runs, seconds):
-  rows = summarise(runs)
+  rows = summarise(runs, args.last_evals)
   table = markdown(rows)
   commits = sorted({r.get('commit', 'unknown') for r in runs})
   print()

@@ -299,3 +299,30 @@ def test_grid25_table_seed_without_sharp_samples():
     assert '| 1.200 ± 0.283 (n=2) | 0 / 0.0 / nan |' in line
   row, = grid25_table.summarise(runs[1:])
   assert row['worst'][2] == 1.4
+
+
+def test_grid25_table_last_evals():
+  """--last_evals=K: each run's numbers are the mean of its last K curve
+  points (KL over those with one), the worst seed's too; too few points is
+  one error line."""
+  from benchmarks import grid25_table  # pylint: disable=g-import-not-at-top
+  nan = float('nan')
+  curves = [[[1, 5, 0.1, 9.0], [2, 20, 0.8, 0.4], [3, 24, 0.9, nan]],
+            [[1, 25, 0.5, 0.2], [2, 22, 0.7, 0.6], [3, 25, 1.0, 0.2]]]
+  runs = [{'variant': 'pacgan m=4', 'data': 'grid25', 'seed': s,
+           'num_steps': 3, 'modes': c[-1][1], 'hq': c[-1][2], 'kl': c[-1][3],
+           'seconds': 1.0, 'curve': c} for s, c in enumerate(curves)]
+  row, = grid25_table.summarise(runs, last_evals=2)
+  assert row['modes'] == pytest.approx((22.75, np.std([22, 23.5], ddof=1)))
+  assert row['hq_percent'][0] == pytest.approx((85 + 85) / 2)
+  assert row['kl'][0] == pytest.approx((0.4 + 0.4) / 2) and row['kl_n'] == 2
+  assert row['worst'] == pytest.approx((22.0, 85.0, 0.4))
+  line = grid25_table.markdown([row]).splitlines()[-1]
+  assert '| 3 (mean of the last 2 evaluations) | 22.8 ± 1.1 |' in line
+  assert '| 22.0 / 85.0 / 0.400 |' in line
+  # K=1 is the last evaluation, as without the flag.
+  row, = grid25_table.summarise(runs)
+  assert row['modes'][0] == 24.5 and row['kl_n'] == 1
+  with pytest.raises(SystemExit, match='error: --last_evals=4: pacgan m=4 '
+                     'seed 0 has 3 evaluations'):
+    grid25_table.summarise(runs, last_evals=4)

@@ -34,6 +34,8 @@ CASES = [
      'cannot load the config'),
     ('benchmarks/conv_transpose.py', ['--batch=x'], 'flag --batch=x'),
     ('benchmarks/grid25_table.py', ['--seeds=a'], '--seeds=a: give whole'),
+    ('benchmarks/grid25_table.py', ['--last_evals=3', '--curve_points=2'],
+     '--last_evals=3: give 1 to --curve_points (2)'),
     ('benchmarks/grid25_table.py', ['--curve_points=0'],
      '--curve_points=0: give 1 or more'),
     ('benchmarks/grid25_table.py', ['--merge', 'nope.json'],
