@@ -27,8 +27,9 @@ Per batch size it reports:
       the first call then reuses) plus the first call's less one steady
       call's. compile2_s: the same for the second call, which compiles again
       when the state the first call returns is sharded otherwise than the
-      `flax.jax_utils.replicate`d one it was given (as in gan_jax.train);
-      about 0 when it does not (--replicate=axis_mesh). xla_compiles_s lists the
+      one it was given (--replicate=flax: `flax.jax_utils.replicate`, as
+      gan_jax.train did before); about 0 when it is not (--replicate=axis_mesh,
+      the default, as gan_jax.train does). xla_compiles_s lists the
       seconds of each XLA compilation JAX reports, by phase (ahead of time,
       first call, second call, timed calls: the last should be empty), which
       does not depend on the timing noise of a busy machine.
@@ -103,11 +104,11 @@ _FLOPS_ONLY = flags.DEFINE_bool(
     'flops_only', False, 'Only count FLOPs and dtypes on the jaxpr: no '
     'compilation, no timing.')
 _REPLICATE = flags.DEFINE_enum(
-    'replicate', 'flax', ['flax', 'axis_mesh'],
-    'How the state goes onto the devices: flax (flax.jax_utils.replicate, as '
-    'gan_jax.train does) or axis_mesh (device_put onto a mesh whose axis is '
-    'named step.AXIS, as the pmap returns it: a proposed change, timed to '
-    'show it saves the second compilation).')
+    'replicate', 'axis_mesh', ['flax', 'axis_mesh'],
+    'How the state goes onto the devices: axis_mesh (device_put onto a mesh '
+    'whose axis is named step.AXIS, as the pmap returns it and as '
+    'gan_jax.train does) or flax (flax.jax_utils.replicate, gan_jax.train\'s '
+    'earlier way, which compiles the step a second time).')
 
 _SHAPE = [None]  # --example_shape, parsed.
 # Set from argv before absl parses it (_take_dtype): config.dtype may not exist
