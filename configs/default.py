@@ -84,6 +84,7 @@ def set_loss(config, name):
 
 def get_config(arg=None):
   args = parse_arg(arg, loss='non_saturating', data='ring8')
+  choice(args, 'data', ('ring8', 'grid25', 'ring_pacgan'))
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.model = 'mlp'

@@ -29,7 +29,7 @@ Arguments (`:key=value,...`):
   loss: any gan_jax.losses name, with its recipe (configs/default.py
     LOSS_RECIPES); default non_saturating
   conditional: none | projection | acgan | clusters; default none
-  clusters: 20 | 50 | 100; default 50
+  clusters: a whole number >= 1 (measured: 20, 50, 100); default 50
 Settings: model=dcgan, data.name=images, data.image_size=28, batch_size=64,
   num_steps=10000, z_dim=100, g.channels=64, d.channels=64,
   g.optimizer.lr=0.0002, g.optimizer.b1=0.5, d.optimizer.lr=0.0002, d.optimizer.b1=0.5,

@@ -22,6 +22,7 @@ from configs import image_base
 
 def get_config(arg=None):
   args = default.parse_arg(arg, data='mnist')
+  default.choice(args, 'data', ('mnist', 'fashion_mnist', 'cifar10', 'images'))
   config = ml_collections.ConfigDict()
   config.data = image_base.data_config(args['data'])  # Read by gan_jax.data.
   if args['data'] == 'images':

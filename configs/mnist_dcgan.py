@@ -26,6 +26,7 @@ from configs import image_base
 
 def get_config(arg=None):
   args = default.parse_arg(arg, data='mnist', loss='non_saturating')
+  default.choice(args, 'data', ('mnist', 'fashion_mnist', 'images'))
   config = image_base.image_config(
       data=args['data'], model='dcgan_mnist', loss=args['loss'], z_dim=100,
       batch_size=256, num_steps=11_700, lr=1e-4, b1=0.9, b2=0.999,

@@ -21,6 +21,7 @@ from configs import default
 
 def get_config(arg=None):
   args = default.parse_arg(arg, data='grid25')
+  default.choice(args, 'data', ('grid25', 'ring_pacgan', 'ring8'))
   config = default.get_config(f'data={args["data"]}')
   # grid25's 25 modes need the longer run: at 20,000 steps 2 of 5 seeds
   # ended under 95 % high-quality samples, at 30,000 none (docs/results.md).

@@ -5,9 +5,9 @@
 
 Folder images are center-cropped and resized to `size` (28, 32 or 64;
 default 64); an .npz holds an `images` array of N x H x W (x C) with H = W =
-size. Size 28 uses the seeds' MNIST DCGAN, 32 and 64 the DCGAN of Radford et
-al., with that paper's recipe (Adam(2e-4, b1=0.5), batch 128).
-Size 28 uses model dcgan_mnist.
+size. Size 28 uses the seeds' MNIST network (model dcgan_mnist), 32 and 64
+the DCGAN of Radford et al.; every size trains with that paper's recipe
+(Adam(2e-4, b1=0.5), batch 128, alternating updates).
 Arguments (`:key=value,...`):
   size: 28 | 32 | 64; default 64
   loss: any gan_jax.losses name, with its recipe (configs/default.py

@@ -13,7 +13,7 @@ batch is 100 * m (gan_jax packs a batch into batch / m packs). The paper
 trains 400 epochs of 100,000 samples: 400,000 iterations; num_steps here is
 a fraction of that (docs/results.md says which was measured).
 Arguments (`:key=value,...`):
-  pack: 1 | 2 | 3 | 4; default 1
+  pack: a whole number >= 1 (the paper: 1 to 4); default 1
 Settings: model=pacgan, data.name=grid25, z_dim=2, batch_size=100,
   g.optimizer.lr=0.0001, g.optimizer.b1=0.8, d.optimizer.lr=0.0001,
   d.optimizer.b1=0.8, g.width=400, g.depth=4, d.width=200, d.depth=3,

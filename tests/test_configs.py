@@ -58,21 +58,31 @@ def _section(doc, title):
   return body
 
 
-def arguments(doc):
-  """{name: (values, default)} from the docstring's Arguments section."""
-  args, entry = {}, None
+WHOLE = 'a whole number >= 1'
+
+
+def _raw_arguments(doc):
+  """{name: its text} from the docstring's Arguments section."""
+  args, name = {}, None
   for line in _section(doc, 'Arguments')[1:]:
     m = re.match(r'  (\w+): (.*)', line)
     if m:
-      entry = [m.group(1), m.group(2)]
-      args[entry[0]] = entry
+      name = m.group(1)
+      args[name] = m.group(2)
     else:
-      entry[1] += ' ' + line.strip()
+      args[name] += ' ' + line.strip()
+  return args
+
+
+def arguments(doc):
+  """{name: (values, default)} from the docstring's Arguments section."""
   out = {}
-  for name, (_, text) in args.items():
+  for name, text in _raw_arguments(doc).items():
     values, default_value = re.fullmatch(r'(.*); default (\S+)', text).groups()
     if values.startswith('any gan_jax.losses name'):
       values = sorted(losses.LOSSES)
+    elif values.startswith(WHOLE):  # Any m >= 1: the examples and default.
+      values = re.findall(r'\d+', values[len(WHOLE):]) + [default_value]
     else:
       values = [v.strip() for v in values.split('|')]
     out[name] = (values, default_value)
@@ -136,6 +146,25 @@ def test_bad_config_argument_is_named(name, arg, expected):
   with pytest.raises(ValueError, match=f'config argument {arg.split(",")[-1]}: '
                      f'expected {expected}'):
     module.get_config(arg)
+
+
+@pytest.mark.parametrize('name', GAN_CONFIGS + ['mnist_classifier'])
+def test_every_argument_refuses_what_its_docstring_does_not_list(name):
+  """An argument's docstring lists its values (or says any whole number
+  >= 1): anything else is refused by name, not passed on to fail later."""
+  module = importlib.import_module(f'configs.{name}')
+  text = _raw_arguments(module.__doc__)
+  for arg, (values, _) in arguments(module.__doc__).items():
+    if text[arg].startswith('any gan_jax.losses name'):
+      continue  # Refused by gan_jax.checks, with the list of losses.
+    if text[arg].startswith(WHOLE):
+      bad, expected = ['0', 'x'], WHOLE
+    else:
+      bad, expected = ['bogus', values[0] + 'x'], 'one of ' + ', '.join(values)
+    for value in bad:
+      with pytest.raises(ValueError, match=re.escape(
+          f'config argument {arg}={value}: expected {expected}')):
+        module.get_config(f'{arg}={value}')
 
 
 @pytest.mark.parametrize('name,arg,value', list(_cases()))

@@ -3,8 +3,9 @@
 `nn.ConvTranspose` with stride s computes a convolution over the input dilated
 with s - 1 zeros between pixels (`lax.conv_transpose`). XLA:CPU runs that, and
 above all its gradients, slowly: for DCGAN-MNIST's 5x5 stride-2 up-convolution
-128 -> 64 at batch 256 the gradient takes 1.48 s against 0.33 s by phases
-(benchmarks/README.md, "Transposed convolutions by phases").
+128 -> 64 at batch 256 the gradient took 1.95 s against 0.35 s by phases on a
+2-core CPU (benchmarks/README.md, "Found and fixed: transposed convolutions
+on XLA:CPU"; benchmarks/results/cpu_conv_transpose_b256.json).
 
 By phases: output pixel (s*p + r) of a 'SAME' stride-s transposed convolution
 only meets the kernel taps whose dilated input is not a zero, so each of the
