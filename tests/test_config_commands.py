@@ -48,7 +48,8 @@ def test_the_commands_are_found():
 
 @pytest.mark.parametrize('name,index', [('mode_coverage', 0),
                                         ('mode_coverage', 1),
-                                        ('pacgan_grid', 1), ('mnist5k', 0),
+                                        ('pacgan_grid', 0), ('pacgan_grid', 1),
+                                        ('mnist5k', 0),
                                         ('mnist5k', 1), ('mnist5k', 2)])
 def test_docstring_command_trains(name, index, tmp_path, monkeypatch):
   argv = commands(name)[index]
@@ -76,8 +77,9 @@ def test_docstring_command_trains(name, index, tmp_path, monkeypatch):
   if name == 'mode_coverage':
     assert config['penalty']['name'] == 'r1'
     assert config['data']['name'] == ('grid25', 'ring_pacgan')[index]
-  elif name == 'pacgan_grid':  # :pack=4: 100 packs of 4.
-    assert config['d']['pack'] == 4 and config['batch_size'] == 400
+  elif name == 'pacgan_grid':  # 100 packs of m (none; :pack=4: 4).
+    m = (1, 4)[index]
+    assert config['d']['pack'] == m and config['batch_size'] == 100 * m
   else:
     assert config['model'] == 'dcgan' and config['ema']['decay'] == 0.999
     # :conditional=projection, then =clusters (50 of them).

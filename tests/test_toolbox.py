@@ -388,6 +388,14 @@ def test_mlp_bfloat16_computes_in_bfloat16_with_float32_params_and_outputs():
   x = g.apply({'params': state.g.params}, z, train=False)
   logits = d.apply({'params': state.d.params}, x, train=False)
   assert x.dtype == logits.dtype == jnp.float32
+  # The matrix products themselves are bf16 (not only the attribute): each
+  # dot_general's result, which is its operands' dtype.
+  for net, variables, inp in ((g, {'params': state.g.params}, z),
+                              (d, {'params': state.d.params}, x)):
+    jaxpr = str(jax.make_jaxpr(
+        lambda v, i, net=net: net.apply(v, i, train=False))(variables, inp))
+    dots = [l.split('=')[0] for l in jaxpr.splitlines() if 'dot_general' in l]
+    assert dots and all(':bf16[' in l for l in dots), dots
   g32, d32 = models.build(tiny_config(), (2,))
   x32 = g32.apply({'params': state.g.params}, z, train=False)
   np.testing.assert_allclose(x, x32, rtol=0.05, atol=0.02)
