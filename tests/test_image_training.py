@@ -72,6 +72,7 @@ def test_tfds_configs_train_on_mocked_tfds(name, tmp_path):
   config.checkpoint.use_async = False
   with tfds.testing.mock_data(num_examples=16):
     state = train.train_and_evaluate(config, str(tmp_path))
+    initial = train._data_and_state(config)[1]  # pylint: disable=protected-access
   assert int(state.step) == 2
   grid = np.asarray(Image.open(tmp_path / 'samples' / 'step_0000002.png'))
   size = {'mnist_dcgan': 28, 'mnist_cgan': 28, 'celeba64_dcgan': 64}.get(
@@ -80,9 +81,12 @@ def test_tfds_configs_train_on_mocked_tfds(name, tmp_path):
   assert grid.shape == (rows * (size + 2) + 2, 2 * (size + 2) + 2, 3)
   if name == 'cifar10_sngan':
     # Spectral norm's power-iteration vectors are in the state, updated.
-    us = [np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(
-        state.d.model_state)[0] if str(p[-1]).endswith("/u']")]
-    assert len(us) == 11 and all(np.isfinite(u).all() for u in us)
+    def vectors(s):
+      return [np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(
+          s.d.model_state)[0] if str(p[-1]).endswith("/u']")]
+    us, us0 = vectors(state), vectors(initial)
+    assert len(us) == len(us0) == 11 and all(np.isfinite(u).all() for u in us)
+    assert all(not np.allclose(u, u0) for u, u0 in zip(us, us0))
 
 
 def test_own_images_folder_of_pngs_trains(tmp_path):

@@ -33,6 +33,10 @@ from tests.test_fault_tolerance import final_state
 from tests.test_launch import assert_one_line_error
 
 
+# The config each run below was trained with, by workdir.
+TRAINED_WITH = {}
+
+
 @pytest.fixture(scope='module')
 def toy_run(tmp_path_factory):
   """A finished toy run with an EMA of G: checkpoints at steps 2 and 4."""
@@ -40,6 +44,7 @@ def toy_run(tmp_path_factory):
   config = tiny_config(num_steps=4, log_every=2, eval_every=4,
                        **{'checkpoint__every': 2, 'ema__decay': 0.5})
   train.train_and_evaluate(config, workdir)
+  TRAINED_WITH[workdir] = config
   return workdir
 
 
@@ -63,6 +68,7 @@ def image_run(tmp_path_factory):
   config = for_model(config)
   workdir = str(root / 'run')
   train.train_and_evaluate(config, workdir)
+  TRAINED_WITH[workdir] = config
   return workdir
 
 
@@ -95,15 +101,18 @@ def _leaves(tree):
 
 
 def test_config_json_builds_the_same_state(toy_run, image_run):
-  """The models and state of config.json are those of the run's config."""
+  """The models and state of config.json are those of the config the run was
+  trained with (not config.json against itself), and the checkpoint's."""
   for workdir in (toy_run, image_run):
-    template = train._data_and_state(run_config.load(workdir))[1]  # pylint: disable=protected-access
+    build = train._data_and_state  # pylint: disable=protected-access
+    template = build(run_config.load(workdir))[1]
+    trained = build(TRAINED_WITH[workdir])[1]
     state, _ = final_state(workdir)
-    assert _leaves(template) == _leaves(state)
+    assert _leaves(template) == _leaves(trained) == _leaves(state)
     for net in ('g', 'd'):  # Flax modules compare by their fields.
       module = getattr(template, net).apply_fn.__self__
-      assert module == getattr(state, net).apply_fn.__self__
-      assert hash(module) == hash(getattr(state, net).apply_fn.__self__)
+      assert module == getattr(trained, net).apply_fn.__self__
+      assert hash(module) == hash(getattr(trained, net).apply_fn.__self__)
 
 
 def test_toy_samples_come_from_the_ema_generator(toy_run, tmp_path):
@@ -162,7 +171,8 @@ def test_image_samples_labels_and_grid(image_run, tmp_path):
   # grid_rows 2 rows (7 samples: 3 + 3, the last cut at 2 rows), a column
   # per class, 32 + 2 pixels each.
   assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
-  # A class changes the sample: the same noise row with another label.
+  # The samples are the EMA G's rows at --sample_seed (the rows evaluation
+  # draws), from the checkpoint of the last step.
   state, _ = final_state(image_run)
   config = run_config.load(image_run)
   g = state.g.replace(params=state.g_ema)
