@@ -366,7 +366,9 @@ def test_conditional_run_is_scored_by_the_classes_it_was_asked_for(
   row = _conditional_run(npz, ckpt, tmp_path / 'run', '--config.num_classes=4')
   per_class = [row[f'classes_clf_1k/label_acc_{c}'] for c in range(4)]
   # 250 samples asked for each class (rows of 100 labelled 0, 1, 2, 3, 0,
-  # ...): their mean is the overall accuracy.
+  # ...): a row per class asked for, whose mean is the overall accuracy.
+  # (That the scores use G's own labels is not checked here: two steps of
+  # training leave G at chance.)
   assert np.mean(per_class) == pytest.approx(row['classes_clf_1k/label_acc'])
   # Ten classes asked of a four-class classifier: one line, before training.
   args = tiny_digits_run(npz, tmp_path / 'ten')

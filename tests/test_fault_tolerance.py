@@ -132,6 +132,7 @@ def test_kills_during_saves_never_break_resume(tmp_path):
           f'--workdir={workdir}']
   rng = random.Random(0)
   kills = int(os.environ.get('GAN_JAX_KILL_TEST_KILLS', '6'))
+  landed = 0  # Kills that stopped a run before its end (not after it).
   for _ in range(kills):
     before = finished_steps(workdir)
     proc = start_launch(args)
@@ -140,8 +141,10 @@ def test_kills_during_saves_never_break_resume(tmp_path):
     time.sleep(rng.uniform(0.0, 0.5))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    landed += proc.returncode == -signal.SIGKILL
     if finished_steps(workdir) and finished_steps(workdir)[-1] == 40:
       break
+  assert landed >= 1  # Else this test is only 'a finished run resumes'.
   r = run_launch(args)
   assert r.returncode == 0, r.stderr[-3000:]
   assert finished_steps(workdir)[-1] == 40
