@@ -89,7 +89,10 @@ def parse_flags(argv):
       # A config file that raised: keep its last line ("ValueError: ...").
       lines = [l.strip() for l in str(e).splitlines() if l.strip()]
       prefix = 'ValueError: '  # configs/default.py's own message, as is.
-      if lines[-1].startswith(f'{prefix}config argument '):
+      if not lines:  # E.g. a bare `assert` in a config file.
+        message = (f'bad command line: {type(e).__name__} with no message '
+                   f'(--config={config_source(argv)})')
+      elif lines[-1].startswith(f'{prefix}config argument '):
         message = (f'{lines[-1][len(prefix):]} '
                    f'(--config={config_source(argv)})')
       else:

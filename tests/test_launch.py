@@ -102,6 +102,9 @@ def test_bad_input_gets_one_line(tmp_path, args, fragments):
 @pytest.mark.parametrize('content, fragments', [
     ('x = 1\n', ['is not a config file', 'no get_config()']),
     ('def get_config():\n  return 5\n', ["get_config() returned int '5'"]),
+    # An exception with no message (it was an IndexError traceback).
+    ('def get_config():\n  assert False\n', ['AssertionError with no message',
+                                             'not_a_config.py']),
     (None, ['--config=launch.py is not a config file', 'command-line flags']),
 ])
 def test_not_a_config_file_is_one_line(tmp_path, content, fragments):
