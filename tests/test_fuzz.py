@@ -30,6 +30,7 @@ from ml_collections import config_flags
 import pytest
 
 from gan_jax import checks
+from gan_jax import cli
 from gan_jax import data
 from gan_jax import evaluate
 from gan_jax import models
@@ -91,10 +92,14 @@ def fields(config, prefix=''):
       yield prefix + key
 
 
+def argv_of(name, overrides):
+  return ['launch.py', f'--config={os.path.join(ROOT, "configs", name)}.py',
+          *overrides]
+
+
 def parse(name, overrides):
   """The config launch.py gets for `--config=configs/NAME.py` + overrides."""
-  argv = ['launch.py', f'--config={os.path.join(ROOT, "configs", name)}.py',
-          *overrides]
+  argv = argv_of(name, overrides)
   flag_values = flags.FlagValues()
   holder = config_flags.DEFINE_config_file(
       'config', None, '', flag_values=flag_values, lock_config=True,
@@ -138,8 +143,12 @@ def run_case(name, overrides):
   try:
     try:
       config = parse(name, overrides)
-    except Exception:  # pylint: disable=broad-except
-      return 'clean'  # gan_jax/cli.py parse_flags: one `error:` line.
+    except Exception as e:  # pylint: disable=broad-except
+      # launch.py prints cli.flag_error's line: it must be one, not a crash.
+      message = cli.flag_error(e, argv_of(name, overrides))
+      if message.strip() and '\n' not in message:
+        return 'clean'
+      return f'flag error of {len(message.splitlines())} lines: {message!r}'
     start_up(config)
     return 'valid'
   except UserError as e:
