@@ -310,10 +310,12 @@ def check_gradient_penalty(config, d_model_state):
 
 
 # Fields that may change when a run resumes: they do not change what is trained
-# (a top-level name covers its subfields).
+# (a top-level name covers its subfields). Not `nonfinite`: `skip` adds
+# optax.apply_if_finite's counters to the optimizer state, so a checkpoint
+# saved with the other value does not fit.
 HARMLESS = ('num_steps', 'log_every', 'eval_every', 'eval', 'checkpoint',
             'steps_per_call', 'steps_per_call_on_cpu', 'resume_from_step',
-            'allow_config_change', 'nonfinite', 'collapse_threshold',
+            'allow_config_change', 'collapse_threshold',
             'g.conv_transpose', 'conditional.labels')
 
 

@@ -234,9 +234,10 @@ def _checked_scalars(step, metrics, first_bad, ckpt):
   if bad:
     raise UserError(
         f'non-finite loss or gradient in {" and ".join(bad[1])} at step '
-        f'{bad[0]}; lower the learning rate, add a penalty, or set '
-        "--config.nonfinite=skip. The last good checkpoint "
-        f'(step {ckpt.latest_step()}) is left in {ckpt.directory}')
+        f'{bad[0]}; lower the learning rate, add a penalty, or start a new '
+        'run with --config.nonfinite=skip (its optimizer state differs). The '
+        f'last good checkpoint (step {ckpt.latest_step()}) is left in '
+        f'{ckpt.directory}')
   scalars = {name: float(v) for name, v in
              jax.device_get(unreplicate(metrics)).items() if name != 'nonfinite'}
   if scalars.get('skipped_in_a_row', 0) >= state_lib.MAX_CONSECUTIVE_SKIPS:

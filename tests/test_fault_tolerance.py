@@ -169,6 +169,12 @@ def test_changed_config_is_refused_harmless_change_is_not(tmp_path):
   assert 'allow_config_change' in err[0]
   assert sorted(os.listdir(workdir)) == listing  # Nothing changed.
   assert open(os.path.join(workdir, 'config.json')).read() == config_json
+  # nonfinite=skip changes the optimizer state's tree: refused by name, not
+  # left to a restore that does not fit.
+  r = run_launch([*args, '--config.nonfinite=skip'])
+  err = [l for l in r.stderr.splitlines() if l.startswith('error:')]
+  assert r.returncode == 2 and len(err) == 1, r.stderr[-2000:]
+  assert "nonfinite: 'stop' -> 'skip'" in err[0]
   r = run_launch([*args, '--config.num_steps=6', '--config.log_every=3'])
   assert r.returncode == 0, r.stderr[-2000:]
   assert finished_steps(workdir)[-1] == 6
