@@ -1,8 +1,9 @@
 """Differentiable augmentation of D's input (DiffAugment, Zhao et al. 2020,
 "Differentiable Augmentation for Data-Efficient GAN Training").
 
-The same random transformations are applied to real and generated images
-before every pass through D, in both the D and the G update; they are
+The same kinds of random transformation (the policy), each drawn anew per
+image, are applied to real and generated images before every pass through D,
+in both the D and the G update; they are
 differentiable with respect to the image, so G's gradient flows through them.
 `config.augment.policy` is a comma-separated list of:
 

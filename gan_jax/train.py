@@ -447,7 +447,9 @@ def _out_problem(out):
 
 def _sample_grid(config, samples):
   """The first images in a grid of `eval.grid_rows` rows (default 8): as many
-  per row, or one column per class for a conditional run."""
+  per row, or num_classes per row for a conditional run (one column per class
+  when the labels are class balanced; cluster labels, drawn in the clusters'
+  proportions, are not one per column)."""
   rows = config.eval.get('grid_rows', 8)
   return plots.image_grid(samples, rows,
                           cols=labels_lib.num_classes(config) or rows)
@@ -463,9 +465,10 @@ def sample_checkpoint(config, workdir, num_samples, seed=0, out=None):
   G, and the default file is samples_step_N_raw.npz), its BatchNorm averages
   recomputed when `config.eval.standing_stats` says so. The arrays:
   `samples`, float32 (toy data: points [N, 2]; images [N, H, W, C] in
-  [-1, 1]), `step`, and for a conditional run `labels` (int32: i %
-  num_classes within each noise batch, class balanced, as the image metrics
-  draw them). Images also get a grid of the first ones beside it, FILE.png.
+  [-1, 1]), `step`, and for a conditional run `labels` (int32, as the image
+  metrics draw them: `labels.eval_labels`, i % num_classes within each noise
+  batch for classes, the clusters' proportions for
+  `conditional.labels=clusters`). Images also get a grid of the first ones beside it, FILE.png.
 
   Sample i is noise row i of the batches of `eval.sample_batch_size` drawn
   from PRNGKey(`seed`) (`sampling.make_sample_rows`): the same checkpoint and
