@@ -51,9 +51,9 @@ case $stage in
         --batch_sizes=64 --out="$out/cifar10_sngan_bfloat16.json"
     ;;
   extra)
-    # The state replicated by flax (a second compilation) against onto a mesh
-    # named step.AXIS (train.py's way, the default), and more steps per call;
-    # each against the plain run in the same command.
+    # The state replicated by flax (a second compilation), then onto a mesh
+    # named step.AXIS (train.py's way, the default), then more steps per call;
+    # each against the default run in the same command.
     bench --config configs/mnist_dcgan.py --config.dtype=bfloat16 \
         --batch_sizes=64,1024 --nocheck_dtypes --replicate=flax \
         --out="$out/extra_flax_replicate.json"

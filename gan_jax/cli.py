@@ -85,27 +85,24 @@ def flag_error(e, argv):
   `argv` (tests/test_fuzz.py checks it on every rejected case)."""
   if isinstance(e, UserError):  # gan_jax/run_config.py: no run's config.
     return str(e)
-  message = None
   if isinstance(e, (AttributeError, KeyError)):
     try:
       message = unknown_field(argv)
     except Exception:  # pylint: disable=broad-except
-      pass
-  if message is None:
-    # A config file that raised: keep its last line ("ValueError: ...").
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    prefix = 'ValueError: '  # configs/default.py's own message, as is.
-    if not lines:  # E.g. a bare `assert` in a config file.
-      message = (f'bad command line: {type(e).__name__} with no message '
-                 f'(--config={config_source(argv)})')
-    elif lines[-1].startswith(f'{prefix}config argument '):
-      message = (f'{lines[-1][len(prefix):]} '
-                 f'(--config={config_source(argv)})')
-    else:
-      message = _not_a_config(argv, lines) or (
-          f'bad command line: {lines[0]}' +
-          (f' ... {lines[-1]}' if len(lines) > 1 else ''))
-  return message
+      message = None
+    if message is not None:
+      return message
+  # A config file that raised: keep its last line ("ValueError: ...").
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  prefix = 'ValueError: '  # configs/default.py's own message, as is.
+  if not lines:  # E.g. a bare `assert` in a config file.
+    return (f'bad command line: {type(e).__name__} with no message '
+            f'(--config={config_source(argv)})')
+  if lines[-1].startswith(f'{prefix}config argument '):
+    return f'{lines[-1][len(prefix):]} (--config={config_source(argv)})'
+  return _not_a_config(argv, lines) or (
+      f'bad command line: {lines[0]}' +
+      (f' ... {lines[-1]}' if len(lines) > 1 else ''))
 
 
 def _not_a_config(argv, lines):

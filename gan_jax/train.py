@@ -468,7 +468,8 @@ def sample_checkpoint(config, workdir, num_samples, seed=0, out=None):
   [-1, 1]), `step`, and for a conditional run `labels` (int32, as the image
   metrics draw them: `labels.eval_labels`, i % num_classes within each noise
   batch for classes, the clusters' proportions for
-  `conditional.labels=clusters`). Images also get a grid of the first ones beside it, FILE.png.
+  `conditional.labels=clusters`). Images also get a grid of the first ones
+  beside it, FILE.png.
 
   Sample i is noise row i of the batches of `eval.sample_batch_size` drawn
   from PRNGKey(`seed`) (`sampling.make_sample_rows`): the same checkpoint and

@@ -144,11 +144,8 @@ def run_case(name, overrides):
     try:
       config = parse(name, overrides)
     except Exception as e:  # pylint: disable=broad-except
-      # launch.py prints cli.flag_error's line: it must be one, not a crash.
-      message = cli.flag_error(e, argv_of(name, overrides))
-      if message.strip() and '\n' not in message:
-        return 'clean'
-      return f'flag error of {len(message.splitlines())} lines: {message!r}'
+      # launch.py prints cli.flag_error's line: judged as a UserError below.
+      raise UserError(cli.flag_error(e, argv_of(name, overrides))) from None
     start_up(config)
     return 'valid'
   except UserError as e:
