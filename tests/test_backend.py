@@ -36,6 +36,18 @@ def test_describe_names_backend_and_devices():
   assert backend.describe() == want
 
 
+def test_describe_counts_each_kind_and_the_other_processes(monkeypatch):
+  # A host of a 2-process run whose 3 devices are of two kinds (faked).
+  fake = lambda kind: type('Device', (), {'device_kind': kind})()
+  monkeypatch.setattr(jax, 'local_devices', lambda: [
+      fake('NVIDIA H100'), fake('NVIDIA H100'), fake('NVIDIA A100')])
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'device_count', lambda: 6)
+  assert backend.describe() == (
+      'gpu: 2 x NVIDIA H100, 1 x NVIDIA A100 (6 in 2 processes)')
+
+
 def test_no_warning_without_an_accelerator(machine):
   _make(machine / 'vfio' / '7')  # VFIO alone: some other passthrough.
   _make(machine / 'pci' / '0000:00:04.0' / 'vendor', '0x10de\n')

@@ -389,3 +389,27 @@ def test_conditional_with_a_gradient_penalty(tmp_path):
   penalties_logged = [json.loads(l)['penalty'] for l in lines if 'penalty' in l]
   assert penalties_logged and all(np.isfinite(penalties_logged))
   assert all(p > 0 for p in penalties_logged)
+
+
+def test_a_penalty_differentiates_d_at_each_examples_own_label():
+  # R1 on a projection D: D(x, y) = psi(h(x)) + <embed(y), h(x)>, so dD/dx
+  # depends on y. The step's penalty must be R1 at the batch's own labels.
+  config = tiny_config(num_classes=4, penalty__name='r1', penalty__weight=1.0)
+  init = state_lib.create(config, *models.build(config, (2,)), (2,))
+  rng_np = np.random.default_rng(0)
+  x = rng_np.normal(size=(config.batch_size, 2)).astype(np.float32)
+  y = rng_np.integers(0, 4, config.batch_size).astype(np.int32)
+  p_step = jax.pmap(step_lib.make_train_step(config), axis_name=step_lib.AXIS)
+  _, metrics = p_step(flax.jax_utils.replicate(init),
+                      (jnp.asarray(x[None, None]), jnp.asarray(y[None, None])))
+
+  def r1(labels):
+    d = lambda x: init.d.apply_fn(
+        {'params': init.d.params, **init.d.model_state}, x, labels=labels,
+        train=False)
+    grads = jax.grad(lambda x: jnp.sum(labels_lib.split_d_output(d(x))[0]))(x)
+    return 0.5 * np.mean(np.sum(np.asarray(grads) ** 2, axis=-1))
+
+  step_penalty = float(metrics['penalty'][0])
+  np.testing.assert_allclose(step_penalty, r1(y), rtol=1e-4)
+  assert abs(r1(np.roll(y, 1)) - r1(y)) > 1e-3 * r1(y)  # Labels matter.
