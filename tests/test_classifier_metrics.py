@@ -367,8 +367,8 @@ def test_conditional_run_is_scored_by_the_classes_it_was_asked_for(
   per_class = [row[f'classes_clf_1k/label_acc_{c}'] for c in range(4)]
   # 250 samples asked for each class (rows of 100 labelled 0, 1, 2, 3, 0,
   # ...): a row per class asked for, whose mean is the overall accuracy.
-  # (That the scores use G's own labels is not checked here: two steps of
-  # training leave G at chance.)
+  # (Two steps leave G at chance; that the scores use G's own labels is
+  # test_conditional_scores_use_the_labels_g_drew_with.)
   assert np.mean(per_class) == pytest.approx(row['classes_clf_1k/label_acc'])
   # Ten classes asked of a four-class classifier: one line, before training.
   args = tiny_digits_run(npz, tmp_path / 'ten')
@@ -379,6 +379,37 @@ def test_conditional_run_is_scored_by_the_classes_it_was_asked_for(
   assert r.stderr.strip().splitlines()[-1].startswith(
       'error: num_classes is 10 but the classifier')
   assert not os.path.exists(tmp_path / 'ten' / 'checkpoints')
+
+
+def test_conditional_scores_use_the_labels_g_drew_with(trained):
+  """A perfect conditional G (it draws class k's square for label k) through
+  evaluate's sampling path scores ~1; scored against other labels it would
+  score ~0."""
+  from configs import mnist_cgan  # pylint: disable=g-import-not-at-top
+  from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from gan_jax import sampling  # pylint: disable=g-import-not-at-top
+  from gan_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  npz, ckpt, _ = trained
+  config = mnist_cgan.get_config('data=images')
+  config.data.path = str(npz)
+  config.num_classes = 4
+  config.eval.metrics = 'classes_clf_1k'
+  config.eval.classifier_checkpoint = ckpt
+  config.eval.sample_batch_size = 96  # Not a multiple of 4: rows shift.
+  masks = np.full((4, 28, 28, 1), -0.8, np.float32)
+  for k, (top, left) in enumerate(CORNERS):
+    masks[k, top:top + 8, left:left + 8] = 0.75
+
+  def perfect_g(variables, z, train, labels):
+    del variables, train
+    return jax.numpy.asarray(masks)[labels] + 0. * z[:, :1, None, None]
+
+  g = state_lib.NetState(step=0, apply_fn=perfect_g, params={}, tx=None,
+                         opt_state=None, model_state={})
+  scores = evaluate._image_metrics(config, sampling.make_generate(config), g,
+                                   jax.random.PRNGKey(0))
+  assert scores['classes_clf_1k/label_acc'] > 0.95, scores
+  assert min(scores[f'classes_clf_1k/label_acc_{c}'] for c in range(4)) > 0.9
 
 
 def test_cluster_conditional_run_is_scored_as_unconditional(trained, tmp_path):
