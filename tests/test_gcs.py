@@ -442,7 +442,8 @@ def test_gcs_folder_without_images_is_one_error_line(bucket, tmp_path, tiny):
 
 def test_inception_weights_on_gcs(bucket, tmp_path):
   """config.eval.inception_weights=gs://...: loaded, hashed as the same file
-  on a local disk is, and kept while the object is not written again."""
+  on a local disk is, kept while the object is not written again and loaded
+  again when it is."""
   from etils import epath  # pylint: disable=g-import-not-at-top
   from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   from gan_jax.metrics import image_metrics  # pylint: disable=g-import-not-at-top
@@ -458,6 +459,15 @@ def test_inception_weights_on_gcs(bucket, tmp_path):
   assert extractor.weights_path == url
   assert extractor.weights_hash == inception.weights_hash(str(local))
   assert image_metrics.get_extractor(eval_config) is extractor
+  # The object written again (re-converted weights): loaded and hashed anew.
+  first_hash = extractor.weights_hash
+  np.savez_compressed(local, **{k: np.full(s, 0.5, np.float32)
+                                for k, s in shapes.items()})
+  epath.Path(url).write_bytes(local.read_bytes())
+  rewritten = image_metrics.get_extractor(eval_config)
+  assert rewritten is not extractor
+  assert rewritten.weights_hash == inception.weights_hash(str(local))
+  assert rewritten.weights_hash != first_hash
   missing = f'{bucket}/weights/missing.npz'
   with pytest.raises(UserError, match=f'not found at {missing}'):
     image_metrics.get_extractor({'inception_weights': missing})
