@@ -103,7 +103,8 @@ class StopSignal:
 
   On several hosts, the hosts must stop at the same step: there orbax's
   preemption sync point (`reached_preemption`) decides, since JAX's
-  distributed runtime receives the preemption notice on every host.
+  distributed runtime receives the preemption notice on every host; Ctrl-C
+  on any host is turned into such a notice (a SIGTERM to itself).
   """
 
   def __init__(self):
@@ -127,6 +128,10 @@ class StopSignal:
         previous(signum, frame)
       raise KeyboardInterrupt
     self.signal = signal.Signals(signum).name
+    if jax.process_count() > 1:
+      # The hosts stop at orbax's preemption sync point, which JAX's notifier
+      # of SIGTERM sets on every host: Ctrl-C here is relayed to it.
+      os.kill(os.getpid(), signal.SIGTERM)
     logging.warning('%s received: saving a checkpoint and stopping.', self.signal)
 
   def requested(self, ckpt, step):

@@ -199,6 +199,20 @@ def test_two_hosts_train_like_one_host_resume_and_stop_together(tmp_path):
   assert any(not np.allclose(a, b) for a, b in zip(
       jax.tree.leaves(init.g.params), jax.tree.leaves(state.g.params)))
 
+  # Ctrl-C on process 0 while it trains: relayed as a preemption notice, so
+  # both hosts save and stop at the same step (not only the host pressed).
+  hosts = start_hosts(free_port(), [*ARGS, '--config.num_steps=400',
+                                    f'--workdir={multi}'])
+  hosts[0].wait_for(f'step {stop + 2}/400')  # In the loop: Ctrl-C is its.
+  hosts[0].proc.send_signal(signal.SIGINT)
+  (code0, text0), (code1, text1) = finish(hosts)
+  assert code0 == 0 and code1 == 0, (text0 + text1)[-3000:]
+  first = re.findall(r'Stopped by SIGINT at step (\d+);', text0)
+  other = re.findall(r'Stopped by preemption at step (\d+);', text1)
+  assert len(first) == 1 and first == other, (text0 + text1)[-3000:]
+  assert stop < int(first[0]) < 400
+  assert finished_steps(multi)[-1] == int(first[0])
+
 
 def test_hosts_that_disagree_or_miss_the_coordinator_get_one_line(tmp_path):
   mismatch = start_hosts(free_port(), [*ARGS, f'--workdir={tmp_path / "run"}'],
