@@ -178,10 +178,15 @@ def _restore(ckpt, config, state, data_iter, set_aside=True, step=None):
 
 
 def _write_config(config, workdir):
-  """WORKDIR/config.json, the resolved config, for people and tools to read."""
+  """WORKDIR/config.json, the resolved config, for people and tools to read
+  and for --mode=eval/sample to load. `resume_from_step` is written as 0 (the
+  latest): it told this launch where to resume, and kept it would send every
+  later launch that reads the file back to that step."""
   path = epath.Path(workdir) / 'config.json'
+  tree = config.to_dict()
+  tree['resume_from_step'] = 0
   try:
-    path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    path.write_text(json.dumps(tree, indent=2, sort_keys=True))
   except OSError as e:
     raise UserError(f'cannot write {path} ({e.strerror or e}); remove what is '
                     'in its place, or use another --workdir') from None

@@ -206,6 +206,13 @@ def test_corrupt_checkpoint_gets_one_line_and_a_fallback(tmp_path):
   # The damaged step 4 of the old trajectory is kept aside, not overwritten.
   assert os.listdir(os.path.join(workdir, 'checkpoints_abandoned')) == ['4']
   assert finished_steps(workdir)[-1] == 6
+  # The run's config.json does not keep the step to resume from: sampling the
+  # run without --config takes its latest checkpoint.
+  out = tmp_path / 'samples.npz'
+  r = run_launch(['--mode=sample', f'--workdir={workdir}', '--num_samples=4',
+                  f'--out={out}'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert int(np.load(out)['step']) == 6
   r = run_launch([*more, '--config.resume_from_step=3'])
   assert r.returncode == 2 and 'no checkpoint at step 3' in r.stderr
 
