@@ -295,15 +295,17 @@ def _networks(config):
 def train_and_evaluate(config, workdir):
   """Trains (or resumes) the run in `workdir`; returns the final GANState."""
   data_iter, state, ckpt = _start(config, workdir)
-  # Undone in reverse order, each even if one before it raised; the lock last.
+  # Undone in reverse order, each even if one before it raised: the lock,
+  # then the signal handlers, so that a SIGTERM while the last checkpoint is
+  # written or during the clean-up is noted, not a kill mid-way.
   with contextlib.ExitStack() as cleanup:
+    stop = StopSignal()
+    cleanup.callback(stop.restore)
     cleanup.callback(workdir_lib.release, workdir)
     cleanup.callback(ckpt.close)  # Bounded: never hangs the exit.
     writer = writers.MetricWriter(workdir)
     cleanup.callback(writer.close)
     cleanup.callback(ckpt.wait)  # A failed save not yet reported raises here.
-    stop = StopSignal()
-    cleanup.callback(stop.restore)
     state = _loop(config, workdir, data_iter, state, ckpt, writer, stop)
   return unreplicate(state)
 

@@ -78,3 +78,33 @@ def test_tilde_in_workdir_is_the_home_folder(tmp_path):
       os.environ['HOME'] = env_home
   assert r.returncode == 0, r.stderr[-3000:]
   assert (home / 'run' / 'config.json').exists()
+
+
+def test_sigterm_is_still_handled_while_the_last_save_finishes(tmp_path,
+                                                               monkeypatch):
+  # The last checkpoint is written in the background; the clean-up waits for
+  # it and releases the lock with the SIGTERM handler still training's (a
+  # notice then is noted, not a kill that leaves the save and lock behind).
+  from gan_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  handlers = {}
+
+  def recording(name, fn):
+    def wrapped(*args, **kwargs):
+      handlers.setdefault(name, []).append(signal.getsignal(signal.SIGTERM))
+      return fn(*args, **kwargs)
+    return wrapped
+  monkeypatch.setattr(checkpoint.Checkpointer, 'wait', recording(
+      'wait', checkpoint.Checkpointer.wait))
+  monkeypatch.setattr(workdir_lib, 'release', recording(
+      'release', workdir_lib.release))
+  before = signal.getsignal(signal.SIGTERM)
+  config = tiny_config(checkpoint__use_async=True)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert handlers['wait'] and handlers['release']
+  training = handlers['wait'][-1]  # The clean-up's wait, after the loop.
+  assert getattr(training, '__self__', None).__class__ is train.StopSignal
+  assert handlers['release'][-1] == training
+  assert signal.getsignal(signal.SIGTERM) == before  # Restored at the end.
