@@ -339,6 +339,7 @@ def _loop(config, workdir, data_iter, state, ckpt, writer, stop):
     stopping = stop.requested(ckpt, step)
     save = step % config.checkpoint.every == 0 or last or stopping
     if step % config.log_every == 0 or save:
+      ckpt.check()  # A failed background save stops the run here.
       # Fetched at log and save steps only, so the host does not wait on the
       # devices in between; a bad state is never saved.
       scalars = _checked_scalars(step, metrics, first_bad, ckpt)

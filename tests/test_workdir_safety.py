@@ -186,6 +186,25 @@ def test_disk_full_during_a_save_stops_the_run_in_one_line(
   assert int(state.step) == 3 and data_state['batch_index'] == 3
 
 
+def test_a_failed_background_save_stops_the_run_before_the_next_save(
+    tmp_path, monkeypatch):
+  workdir = tmp_path / 'run'
+  write_text = epath.gpath.PosixGPath.write_text
+
+  def full_for_step_20(self, *args, **kwargs):
+    if f'{os.sep}checkpoints{os.sep}20' in str(self):  # And its tmp folder.
+      disk_full(self)
+    return write_text(self, *args, **kwargs)
+
+  monkeypatch.setattr(epath.gpath.PosixGPath, 'write_text', full_for_step_20)
+  with pytest.raises(UserError, match='checkpoint of step 20.*No space left'):
+    run(workdir, num_steps=400, eval_every=400, log_every=1, steps_per_call=1,
+        checkpoint__every=20, checkpoint__use_async=True)
+  logged = [json.loads(l)['step'] for l in open(workdir / 'metrics.jsonl')]
+  # Noticed at a log step after the failure, not at the next save (40).
+  assert 20 <= max(logged) < 40, max(logged)
+
+
 def test_check_reports_a_failed_background_save_without_waiting(
     tmp_path, monkeypatch):
   config = tiny_config(checkpoint__use_async=True)
