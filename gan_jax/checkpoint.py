@@ -219,6 +219,10 @@ class Checkpointer:
     try:
       self.manager.check_for_errors()
     except Exception as e:  # pylint: disable=broad-except
+      try:  # Let the failed save's threads end, as `wait` does.
+        self.manager.wait_until_finished()
+      except Exception:  # pylint: disable=broad-except
+        pass  # The same failure, reported below.
       self._save_failed(self._pending, e)
 
   def wait(self):

@@ -175,11 +175,15 @@ def test_disk_full_during_a_save_stops_the_run_in_one_line(
   assert 'the last complete checkpoint is step 3' in message
   assert '\n' not in message and time.time() - t0 < 30
   monkeypatch.undo()
-  # Nothing keeps the process from exiting (an idle thread pool's workers,
-  # as orbax's metadata store's, end at exit).
-  stuck = [t for t in threading.enumerate()
-           if t.is_alive() and not t.daemon and 'metadata_store' not in t.name
-           and t is not threading.main_thread()]
+  # Nothing keeps the process from exiting: the failed save's threads end
+  # within seconds (an idle thread pool's workers, as orbax's metadata
+  # store's, end at exit).
+  others = [t for t in threading.enumerate()
+            if not t.daemon and 'metadata_store' not in t.name
+            and t is not threading.main_thread()]
+  for t in others:
+    t.join(timeout=max(0., t0 + 30 - time.time()))
+  stuck = [t for t in others if t.is_alive()]
   assert not stuck, stuck
   assert not (workdir / workdir_lib.LOCK).exists()
   state, data_state = restore(workdir, 3)  # Intact, checksums and all.
