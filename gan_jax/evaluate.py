@@ -13,6 +13,8 @@ from gan_jax import sampling
 from gan_jax import standing_stats
 from gan_jax import state as state_lib
 from gan_jax import labels as labels_lib
+from gan_jax import workdir as workdir_lib
+from gan_jax import writers
 from gan_jax.data import toy
 from gan_jax.errors import UserError
 from gan_jax.metrics import image_metrics
@@ -133,9 +135,12 @@ def generator(config, state):
 def _save_picture(image, step, workdir, writer, tag=''):
   """samples/step_XXXXXXX{tag}.png in the workdir (process 0) and TensorBoard."""
   if jax.process_index() == 0:
-    samples = epath.Path(workdir) / 'samples'
-    samples.mkdir(parents=True, exist_ok=True)
-    plots.save_png(image, samples / f'step_{step:07d}{tag}.png')
+    path = epath.Path(workdir) / 'samples' / f'step_{step:07d}{tag}.png'
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      plots.save_png(image, path)
+    except workdir_lib.storage_errors() as e:
+      raise writers.write_error(path, e) from None
   writer.write_image(step, f'samples{tag}', image)
 
 

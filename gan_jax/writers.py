@@ -11,6 +11,11 @@ to: there `metrics.jsonl` is kept in memory and the object rewritten at each
 `etils.epath` (tensorboardX's own Cloud Storage writer needs
 google-cloud-storage and hangs at exit retrying an upload).
 
+Every event file goes through `_RecordWriterFactory` (local ones under the
+`LOCAL_SCHEME` prefix): tensorboardX writes them from a thread that an error
+kills, so their errors are kept and raised as a UserError at the next write
+in the main thread, as a failed `metrics.jsonl` write is.
+
 `save_npz` writes the samples of --mode=sample (gan_jax/train.py).
 """
 import io
@@ -110,14 +115,57 @@ class _RewrittenFile:
     self.flush()
 
 
+class _GuardedFile:
+  """A TensorBoard event file whose write errors are kept in `errors`, not
+  raised: tensorboardX writes from a thread that dies on an error, after which
+  its bounded queue fills and the next `add_scalar` blocks for ever (a full
+  disk hung the run). MetricWriter raises the kept error in the main thread."""
+
+  def __init__(self, file, errors):
+    self._file, self._errors = file, errors
+
+  def _guarded(self, method, *args):
+    if self._errors:
+      return  # The first error is reported; the rest are its echoes.
+    try:
+      getattr(self._file, method)(*args)
+    except Exception as e:  # pylint: disable=broad-except
+      self._errors.append(e)
+
+  def write(self, data):
+    self._guarded('write', data)
+
+  def flush(self):
+    self._guarded('flush')
+
+  def close(self):
+    self._guarded('close')
+
+
+# tensorboardX picks a record writer by the logdir's scheme: local logdirs
+# are given this one, so that their files are guarded as gs:// ones are.
+LOCAL_SCHEME = 'gan-jax-local'
+
+
 class _RecordWriterFactory:
-  """tensorboardX's record writers for gs:// logdirs, through epath."""
+  """tensorboardX's record writers, guarded: local files, and gs:// objects
+  through epath (`_RewrittenFile`)."""
+
+  errors = {}  # {TensorBoard folder: its files' write errors}.
 
   def open(self, path):
-    return _RewrittenFile(path)
+    if path.startswith(LOCAL_SCHEME + ':'):
+      path = path[len(LOCAL_SCHEME) + 1:]
+      file = open(path, 'wb')
+    else:
+      file = _RewrittenFile(path)
+    errors = self.errors.setdefault(os.path.dirname(path), [])
+    return _GuardedFile(file, errors)
 
   def directory_check(self, path):
-    del path  # Cloud Storage has no folders to create.
+    if path.startswith(LOCAL_SCHEME + ':'):
+      os.makedirs(path[len(LOCAL_SCHEME) + 1:], exist_ok=True)
+    # Cloud Storage has no folders to create.
 
 
 def _summary_writer_class():
@@ -137,12 +185,21 @@ def _summary_writer_class():
     if block and sys.modules.get('torch', 0) is None:
       del sys.modules['torch']
   from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
-  record_writer.register_writer_factory('gs', _RecordWriterFactory())
+  for scheme in ('gs', LOCAL_SCHEME):
+    record_writer.register_writer_factory(scheme, _RecordWriterFactory())
   return tensorboardX.SummaryWriter
 
 
+def write_error(path, e):
+  """The UserError of a failed write to `path` in the workdir."""
+  return UserError(f'cannot write {path} ({getattr(e, "strerror", None) or e});'
+                   ' free disk space or fix the folder, then launch again with '
+                   'the same --workdir to resume from the last checkpoint')
+
+
 class MetricWriter:
-  """Writes scalars to `metrics.jsonl` and scalars/images to TensorBoard."""
+  """Writes scalars to `metrics.jsonl` and scalars/images to TensorBoard; a
+  failed write (disk full, folder gone) is a UserError."""
 
   def __init__(self, workdir):
     self.active = jax.process_index() == 0
@@ -151,11 +208,28 @@ class MetricWriter:
     SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
     workdir = workdir_lib.absolute(workdir)
     if workdir_lib.is_remote(workdir):
-      self._jsonl = _RewrittenFile(f'{workdir}/{HISTORY}')
-      self._tb = SummaryWriter(f'{workdir}/tensorboard')
+      self._history = f'{workdir}/{HISTORY}'
+      self._jsonl = _RewrittenFile(self._history)
+      self._tb_dir = f'{workdir}/tensorboard'
+      self._tb = SummaryWriter(self._tb_dir)
     else:
-      self._jsonl = open(os.path.join(workdir, HISTORY), 'a')
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._history = os.path.join(workdir, HISTORY)
+      self._jsonl = open(self._history, 'a')
+      self._tb_dir = os.path.join(workdir, 'tensorboard')
+      self._tb = SummaryWriter(f'{LOCAL_SCHEME}:{self._tb_dir}')
+    self._errors = _RecordWriterFactory.errors.setdefault(self._tb_dir, [])
+    self._errors.clear()
+
+  def _check_tensorboard(self):
+    if self._errors:
+      raise write_error(self._tb_dir, self._errors[0])
+
+  def _write_history(self, text):
+    try:
+      self._jsonl.write(text)
+      self._jsonl.flush()
+    except workdir_lib.storage_errors() as e:
+      raise write_error(self._history, e) from None
 
   def write_scalars(self, step, scalars, info=None):
     """`info`: {key: JSON value} that is not a scalar, e.g. which feature
@@ -163,11 +237,11 @@ class MetricWriter:
     row, and as a text (the JSON) in TensorBoard."""
     if not self.active:
       return
+    self._check_tensorboard()
     scalars = {k: float(v) for k, v in scalars.items()}
     info = info or {}
-    self._jsonl.write(json.dumps({'step': int(step), **scalars, **info})
-                      + '\n')
-    self._jsonl.flush()
+    self._write_history(json.dumps({'step': int(step), **scalars, **info})
+                        + '\n')
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, int(step))
     for k, v in info.items():  # A code block: paths are not Markdown.
@@ -177,17 +251,24 @@ class MetricWriter:
     """`image`: uint8 `[H, W, C]`."""
     if not self.active:
       return
+    self._check_tensorboard()
     self._tb.add_image(name, np.asarray(image), int(step), dataformats='HWC')
 
   def flush(self):
     if self.active:
-      self._jsonl.flush()
+      self._write_history('')
       self._tb.flush()
+      self._check_tensorboard()
 
   def close(self):
     if self.active:
-      self._jsonl.close()
-      self._tb.close()
+      try:
+        self._jsonl.close()
+      except workdir_lib.storage_errors() as e:
+        raise write_error(self._history, e) from None
+      finally:
+        self._tb.close()
+      self._check_tensorboard()
 
 
 def save_npz(path, arrays):

@@ -209,6 +209,60 @@ def test_a_failed_background_save_stops_the_run_before_the_next_save(
   assert 20 <= max(logged) < 40, max(logged)
 
 
+class _FillingFile:
+  """A file on a disk that fills after `room` bytes."""
+
+  def __init__(self, file, room):
+    self._file, self._room = file, room
+
+  def write(self, data):
+    self._room -= len(data)
+    if self._room < 0:
+      disk_full(self._file.name)
+    return self._file.write(data)
+
+  def __getattr__(self, name):
+    return getattr(self._file, name)
+
+
+@pytest.mark.parametrize('name', ['tfevents', 'metrics.jsonl'])
+def test_disk_full_for_the_logs_is_one_line_not_a_hang(tmp_path, monkeypatch,
+                                                       name):
+  # TensorBoard's events are written by tensorboardX's thread, which an error
+  # used to kill, so that the next log row blocked for ever on its queue.
+  from gan_jax import writers  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+
+  def filling_open(path, mode='r', *args, **kwargs):
+    file = open(path, mode, *args, **kwargs)  # pylint: disable=unspecified-encoding
+    return _FillingFile(file, 4000) if name in str(path) else file
+
+  monkeypatch.setattr(writers, 'open', filling_open, raising=False)
+  outcome = []
+
+  def training():
+    try:
+      run(workdir, num_steps=200, eval_every=200, log_every=1,
+          steps_per_call=1, checkpoint__every=5)
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  thread = threading.Thread(target=training, daemon=True)
+  thread.start()
+  thread.join(120)
+  assert not thread.is_alive(), 'hung'
+  assert isinstance(outcome[0], UserError), outcome
+  message = str(outcome[0])
+  assert 'No space left' in message and '\n' not in message
+  assert ('tensorboard' if name == 'tfevents' else name) in message
+  assert not (workdir / workdir_lib.LOCK).exists()
+  steps = sorted(int(n) for n in os.listdir(workdir / 'checkpoints')
+                 if n.isdigit())
+  state, _ = restore(workdir, steps[-1])  # The last checkpoint is intact.
+  assert int(state.step) == steps[-1] < 200
+
+
 def test_check_reports_a_failed_background_save_without_waiting(
     tmp_path, monkeypatch):
   config = tiny_config(checkpoint__use_async=True)
