@@ -269,7 +269,14 @@ def _log(config, writer, step, scalars, steps_per_sec):
   eta = (config.num_steps - step) / max(steps_per_sec, 1e-9)
   logging.info('step %d/%d  d_loss %.4f  g_loss %.4f  %.1f steps/s  ETA %s',
                step, config.num_steps, scalars['d_loss'], scalars['g_loss'],
-               steps_per_sec, time.strftime('%H:%M:%S', time.gmtime(eta)))
+               steps_per_sec, duration(eta))
+
+
+def duration(seconds):
+  """'H:MM:SS', the hours not wrapped at a day: '26:03:00'."""
+  minutes, secs = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}:{minutes:02d}:{secs:02d}'
 
 
 def _evaluate(config, generate, state, step, workdir, writer, networks):

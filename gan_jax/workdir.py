@@ -233,6 +233,10 @@ def _read(path):
       text = epath.Path(path).read_text()
     except FileNotFoundError:
       return None, None
+    except storage_errors() as e:  # A folder in its place, no permission.
+      raise UserError(f'cannot read the lock file {path} ({reason(e, path)}); '
+                      'if no run uses this workdir, delete it and launch again'
+                      ) from None
     try:
       holder = json.loads(text)
       return {'host': str(holder['host']), 'pid': int(holder['pid']),

@@ -114,3 +114,9 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
   config.g.optimizer.lr = 1e30
   with pytest.raises(UserError, match='non-finite .* at step'):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_duration_keeps_whole_days_in_the_hours():
+  assert train.duration(59.9) == '0:00:59'
+  assert train.duration(3 * 3600 + 7) == '3:00:07'
+  assert train.duration(26 * 3600 + 180) == '26:03:00'  # Not '02:03:00'.

@@ -106,6 +106,15 @@ def test_lock_of_another_host_or_container_is_kept_and_the_way_out_said(
   assert (workdir / workdir_lib.LOCK).exists()
 
 
+def test_a_folder_in_place_of_the_lock_is_one_line(tmp_path):
+  workdir = tmp_path / 'run'
+  (workdir / workdir_lib.LOCK).mkdir(parents=True)
+  with pytest.raises(UserError, match='cannot read the lock file .*run.lock '
+                     '.*delete it'):
+    workdir_lib.lock(str(workdir))
+  assert (workdir / workdir_lib.LOCK).is_dir()  # Left to the user.
+
+
 def test_lock_is_held_while_training_and_released_on_every_exit(tmp_path,
                                                                 monkeypatch):
   lock = tmp_path / 'run' / workdir_lib.LOCK
