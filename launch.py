@@ -178,7 +178,9 @@ def _main(argv):
   logging.info('workdir: %s', workdir)
   config = cli.config(_CONFIG)  # A config file that failed to load: here.
   try:
-    distributed.check_same_config(config.to_dict(), workdir)
+    distributed.check_same_config(config.to_dict(), workdir, {
+        f'--{f}': flags.FLAGS[f].value
+        for f in ('mode', 'num_samples', 'sample_seed', 'eval_steps')})
     from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     # gcsfs logs each HTTP error it raises (401, 403) with a traceback, for a
     # gs:// workdir, data path or weights alike; the error, if not handled,

@@ -233,17 +233,20 @@ def _differences(reference, other):
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def check_same_config(config, workdir):
+def check_same_config(config, workdir, launch_flags=None):
   """Raises UserError on every host unless all hosts run the same thing.
 
-  `config` is the resolved config as a dict, `workdir` the --workdir given.
-  Each host shares a hash of both; if the hashes differ, the hosts share the
-  values themselves so that the error names the processes and the fields that
-  differ from process 0. Does nothing on a single host.
+  `config` is the resolved config as a dict, `workdir` the --workdir given,
+  `launch_flags` {'--mode': ..., ...}: launch.py's other flags that every
+  host must share (a sample count or mode that differs would leave the hosts
+  waiting on each other's gathers). Each host shares a hash of them all; if
+  the hashes differ, the hosts share the values themselves so that the error
+  names the processes and the fields that differ from process 0. Does nothing
+  on a single host.
   """
   if jax.process_count() == 1:
     return
-  run = {**config, '--workdir': workdir}
+  run = {**config, '--workdir': workdir, **(launch_flags or {})}
   blob = json.dumps(run, sort_keys=True, default=repr).encode()
   digest = np.frombuffer(hashlib.sha256(blob).digest()[:16], np.uint32)
   digests = np.asarray(multihost_utils.process_allgather(digest))
@@ -266,7 +269,7 @@ def check_same_config(config, workdir):
   raise UserError(
       f'the hosts disagree on the config (process 0\'s value first): '
       f'{"; ".join(parts)}. Launch every host with the same --config, '
-      '--config.* overrides and --workdir')
+      '--config.* overrides, --workdir and other flags')
 
 
 def check_shared_workdir(workdir, wait_s=5):

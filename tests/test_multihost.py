@@ -225,6 +225,10 @@ def test_hosts_that_disagree_or_miss_the_coordinator_get_one_line(tmp_path):
   unshared = start_hosts(
       free_port(), [f'--config={ROOT}/configs/default.py', *ARGS[1:],
                     '--workdir=run'], cwds=(tmp_path / 'a', tmp_path / 'b'))
+  # Launch flags too: two sample counts would wait on each other's gathers.
+  flag_mismatch = start_hosts(
+      free_port(), [*ARGS, '--mode=sample', f'--workdir={tmp_path / "run"}'],
+      per_host=(('--num_samples=8',), ('--num_samples=16',)))
   nobody = free_port()
   alone = Launch([*ARGS, f'--workdir={tmp_path / "alone"}',
                   f'--coordinator_address=localhost:{nobody}',
@@ -237,6 +241,9 @@ def test_hosts_that_disagree_or_miss_the_coordinator_get_one_line(tmp_path):
     error = one_line_error(result)
     assert 'the hosts disagree on the config' in error, error
     assert 'process 1: batch_size 16 vs 32, seed 0 vs 1.' in error, error
+  for result in finish(flag_mismatch):
+    error = one_line_error(result)
+    assert 'process 1: --num_samples 8 vs 16.' in error, error
   assert not os.path.exists(tmp_path / 'run')  # Nothing written.
   for result in finish(unshared):
     error = one_line_error(result)
