@@ -343,6 +343,23 @@ def _flatten(tree, prefix=''):
   return out
 
 
+def schedule_warning(saved, current):
+  """A warning when a resumed run's num_steps changes a decaying learning-rate
+  schedule (it decays to 0 at num_steps), else None. Not refused: training on
+  past a finished run's end is what a new num_steps is for."""
+  if saved.get('num_steps') == current['num_steps']:
+    return None
+  decaying = [f'{net}.optimizer.schedule={current[net]["optimizer"]["schedule"]}'
+              for net in ('g', 'd')
+              if current[net]['optimizer']['schedule'] != 'constant']
+  if not decaying:
+    return None
+  return (f'num_steps {saved.get("num_steps")} -> {current["num_steps"]} with '
+          f'{", ".join(decaying)}: from here the learning rate is that of a '
+          f'{current["num_steps"]}-step run (decaying to 0 at its end), a jump '
+          'from the old schedule\'s value')
+
+
 def config_changes(saved, current):
   """Lists `field: saved -> current` for fields that change the run."""
   saved, current = _flatten(saved), _flatten(current)

@@ -168,6 +168,9 @@ def _restore(ckpt, config, state, data_iter, set_aside=True, step=None):
         f'the config differs from the one the run in {ckpt.directory} was '
         f'saved with: {"; ".join(changes)}. Use a new --workdir, or pass '
         '--config.allow_config_change=true to continue anyway')
+  warning = checks.schedule_warning(saved_config, config.to_dict())
+  if warning:
+    logging.warning('%s.', warning)
   state, data_state = ckpt.restore(step, state)
   data_iter.set_state(data_state)
   if set_aside:

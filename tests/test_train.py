@@ -120,3 +120,21 @@ def test_duration_keeps_whole_days_in_the_hours():
   assert train.duration(59.9) == '0:00:59'
   assert train.duration(3 * 3600 + 7) == '3:00:07'
   assert train.duration(26 * 3600 + 180) == '26:03:00'  # Not '02:03:00'.
+
+
+def test_a_new_num_steps_on_a_decaying_schedule_is_warned_of(tmp_path, caplog):
+  import logging  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(num_steps=3), workdir)  # Linear decay.
+  caplog.set_level(logging.WARNING, logger='absl')
+  train.train_and_evaluate(tiny_config(num_steps=6), workdir)
+  warned = [r.getMessage() for r in caplog.records if 'num_steps 3 -> 6' in
+            r.getMessage()]
+  assert len(warned) == 1 and 'g.optimizer.schedule=linear' in warned[0]
+  caplog.clear()  # Constant schedules: nothing to warn of.
+  constant = dict(g__optimizer__schedule='constant',
+                  d__optimizer__schedule='constant')
+  other = str(tmp_path / 'constant')
+  train.train_and_evaluate(tiny_config(num_steps=3, **constant), other)
+  train.train_and_evaluate(tiny_config(num_steps=6, **constant), other)
+  assert not [r for r in caplog.records if 'num_steps' in r.getMessage()]
