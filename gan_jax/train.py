@@ -313,7 +313,7 @@ def train_and_evaluate(config, workdir):
     cleanup.callback(stop.restore)
     cleanup.callback(workdir_lib.release, workdir)
     cleanup.callback(ckpt.close)  # Bounded: never hangs the exit.
-    writer = writers.MetricWriter(workdir)
+    writer = writers.MetricWriter(workdir, int(state.step))
     cleanup.callback(writer.close)
     cleanup.callback(ckpt.wait)  # A failed save not yet reported raises here.
     state = _loop(config, workdir, data_iter, state, ckpt, writer, stop)

@@ -201,7 +201,10 @@ class MetricWriter:
   """Writes scalars to `metrics.jsonl` and scalars/images to TensorBoard; a
   failed write (disk full, folder gone) is a UserError."""
 
-  def __init__(self, workdir):
+  def __init__(self, workdir, resumed_step=0):
+    """`resumed_step`: the step a resumed run restored; TensorBoard then hides
+    the events of the later steps that earlier launches logged (tensorboardX's
+    `purge_step`), as `trim_history` drops their metrics.jsonl rows."""
     self.active = jax.process_index() == 0
     if not self.active:
       return
@@ -211,12 +214,14 @@ class MetricWriter:
       self._history = f'{workdir}/{HISTORY}'
       self._jsonl = _RewrittenFile(self._history)
       self._tb_dir = f'{workdir}/tensorboard'
-      self._tb = SummaryWriter(self._tb_dir)
+      logdir = self._tb_dir
     else:
       self._history = os.path.join(workdir, HISTORY)
       self._jsonl = open(self._history, 'a')
       self._tb_dir = os.path.join(workdir, 'tensorboard')
-      self._tb = SummaryWriter(f'{LOCAL_SCHEME}:{self._tb_dir}')
+      logdir = f'{LOCAL_SCHEME}:{self._tb_dir}'
+    self._tb = SummaryWriter(logdir, purge_step=(resumed_step + 1
+                                                 if resumed_step else None))
     self._errors = _RecordWriterFactory.errors.setdefault(self._tb_dir, [])
     self._errors.clear()
 

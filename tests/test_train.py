@@ -138,3 +138,36 @@ def test_a_new_num_steps_on_a_decaying_schedule_is_warned_of(tmp_path, caplog):
   train.train_and_evaluate(tiny_config(num_steps=3, **constant), other)
   train.train_and_evaluate(tiny_config(num_steps=6, **constant), other)
   assert not [r for r in caplog.records if 'num_steps' in r.getMessage()]
+
+
+def _events(folder):
+  """(step, Event) of every event in the TensorBoard files of `folder`
+  (TFRecord framing: length, its crc, the Event proto, its crc)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  events = []
+  for name in sorted(os.listdir(folder)):
+    data = open(os.path.join(folder, name), 'rb').read()
+    pos = 0
+    while pos < len(data):
+      (size,) = struct.unpack('<Q', data[pos:pos + 8])
+      events.append(event_pb2.Event.FromString(data[pos + 12:pos + 12 + size]))
+      pos += 16 + size
+  return events
+
+
+def test_resume_hides_the_tensorboard_events_of_the_steps_trained_again(
+    tmp_path):
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(num_steps=3, log_every=1), workdir)
+  folder = os.path.join(workdir, 'tensorboard')
+  assert not [e for e in _events(folder) if e.HasField('session_log')]
+  first = set(os.listdir(folder))
+  train.train_and_evaluate(tiny_config(num_steps=6, log_every=1), workdir)
+  assert len(set(os.listdir(folder)) - first) == 1  # The resumed launch's.
+  starts = [e.step for e in _events(folder)
+            if e.session_log.status == event_pb2.SessionLog.START]
+  # TensorBoard drops the earlier files' events from this step on.
+  assert starts == [4], starts
+  assert any(e.step == 4 and e.summary.value for e in _events(folder))
