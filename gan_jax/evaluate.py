@@ -34,6 +34,15 @@ def check(config):
   names = image_metrics.metric_names(config.eval)
   for name in names:
     image_metrics.get(name)
+  image_metrics.check_counts(config.eval)
+  if config.data.name == 'images':  # Own images: one split, all of them.
+    for name in names:
+      split = image_metrics.reference_split(config.eval, name)
+      if split not in (None, 'train'):
+        raise UserError(
+            f'metric {name!r} compares with the {split!r} split, but own '
+            "images (data.name=images) have one split, 'train'; use the "
+            "metric's _train form (or eval.reference_split=train)")
   # UserError without the Inception weights or classifier.
   clf = _extractors(config).get('classifier')
   classes = labels_lib.num_classes(config)
@@ -86,7 +95,28 @@ def _real_batches(config, split):
     config.data.split = split
   field = functools.partial(image_metrics.field, config.eval)
   per = shards.chunk_size(field('num_reference'), field('sample_batch_size'))
-  return data.build(config, per, jax.process_index(), jax.process_count())
+  try:
+    return data.build(config, per, jax.process_index(), jax.process_count())
+  except UserError as e:  # Its fix for training's batches is not this one.
+    if 'lower --config.batch_size' not in str(e):
+      raise
+    raise UserError(str(e).replace(
+        'add data or lower --config.batch_size',
+        f'the image metrics read the {split!r} split in these batches; add '
+        'data or lower --config.eval.sample_batch_size')) from None
+
+
+def check_reference_data(config):
+  """Fails at start-up where the real images that a metric compares with
+  cannot be read (a split that is not there or not prepared, fewer images
+  than one batch of eval.sample_batch_size), not at the first evaluation."""
+  if config.data.name in toy.DEFAULTS:
+    return
+  names = image_metrics.metric_names(config.eval)
+  splits = {image_metrics.reference_split(config.eval, n) for n in names}
+  for split in sorted(splits - {None}):
+    batches = _real_batches(config, split)
+    getattr(batches, 'close', lambda: None)()
 
 
 def evaluate_real(config, split):
@@ -113,14 +143,26 @@ def evaluate_real(config, split):
 
 
 def _dataset_key(config):
-  """What the reference statistics are cached under."""
-  name = config.data.name
+  """What the reference statistics are cached under: the data, the channels
+  it is read with and the seed that picks the reference images; for an npz
+  file its version too (rewritten, it is embedded again)."""
+  data_config = config.data
+  name = data_config.name
   if name == 'images':
-    path = config.data.path
+    path = data_config.path
     if '://' in path:  # gs://bucket/images.npz or a folder there
-      return f'images:{path.rstrip("/")}'
-    return f'images:{os.path.abspath(os.path.expanduser(path))}'
-  return f'{name}:{config.data.get("image_size") or "native"}'
+      key = f'images:{path.rstrip("/")}'
+    else:
+      key = f'images:{os.path.abspath(os.path.expanduser(path))}'
+    if key.endswith('.npz'):
+      try:
+        key += ':v' + '.'.join(map(str, workdir_lib.version(key[7:])))
+      except workdir_lib.storage_errors():
+        pass  # Unreadable: the data's own error comes first.
+  else:
+    key = f'{name}:{data_config.get("image_size") or "native"}'
+  channels = data_config.get('channels') or 'native'
+  return f'{key}:channels={channels}:seed={data_config.seed}'
 
 
 def generator(config, state):

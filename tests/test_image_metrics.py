@@ -325,3 +325,73 @@ def test_registry_names_state_their_protocol():
   m = im.METRICS['is_50k']
   assert (m.num_samples, m.needs_real) == (50_000, False)
   assert im.METRICS['kid'].num_samples is None
+
+
+@pytest.mark.parametrize('settings, match', [
+    (dict(metrics='is', num_samples=5),
+     r"'is' gets 5 generated images but needs at least 10 \(eval.is_splits 10\)"
+     r'; raise --config.eval.num_samples or lower --config.eval.is_splits'),
+    (dict(metrics='fid_1k_train', num_reference=1),
+     "'fid_1k_train' gets 1 reference images but needs at least 2; raise "
+     '--config.eval.num_reference'),
+    (dict(metrics='kid', num_samples=1), "'kid' gets 1 generated images"),
+    (dict(metrics='pr', num_samples=3), r'needs at least 4 \(eval.pr_k 3\)'),
+    (dict(metrics='dc_1k_test', num_reference=4),
+     r"'dc_1k_test' gets 4 reference images but needs at least 6"),
+])
+def test_too_few_images_for_a_metric_is_caught_before_training(settings,
+                                                                match):
+  with pytest.raises(UserError, match=match):
+    im.check_counts(settings)
+
+
+def test_enough_images_pass_the_count_check():
+  im.check_counts({'metrics': 'fid,kid,is,pr,dc,classes_clf',
+                   'num_samples': 11, 'num_reference': 11})
+  im.check_counts({'metrics': 'is_clf_1k,fid_50k_test,pr_1k_train'})
+
+
+def _own_images_config(path, **data):
+  from configs import own_images  # pylint: disable=g-import-not-at-top
+  config = own_images.get_config()
+  config.data.path = str(path)
+  for key, value in data.items():
+    config.data[key] = value
+  return config
+
+
+def test_own_images_have_no_test_split(tmp_path):
+  from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  config = _own_images_config(tmp_path / 'x.npz')
+  config.eval.metrics = 'fid_1k_test'
+  with pytest.raises(UserError, match="'fid_1k_test' compares with the 'test' "
+                     "split, but own images .* have one split, 'train'"):
+    evaluate.check(config)
+
+
+def test_reference_cache_key_follows_channels_seed_and_the_npz_version(
+    tmp_path):
+  from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'x.npz'
+  np.savez(path, images=np.zeros((4, 8, 8, 3), np.uint8))
+  key = lambda **data: evaluate._dataset_key(_own_images_config(path, **data))  # pylint: disable=protected-access
+  first = key()
+  assert first == key()  # Stable while nothing changes.
+  assert len({first, key(channels=1), key(seed=1)}) == 3
+  np.savez(path, images=np.ones((5, 8, 8, 3), np.uint8))  # Rewritten.
+  assert key() != first
+
+
+def test_reference_images_fewer_than_a_batch_fail_at_start_up(tmp_path):
+  from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'x.npz'
+  np.savez(path, images=np.zeros((300, 8, 8, 3), np.uint8))
+  config = _own_images_config(path, image_size=8)
+  config.eval.metrics = 'fid_1k_train'  # Read in batches of 500.
+  with pytest.raises(UserError, match="only 300 examples, fewer than one "
+                     r"global batch of 500 .*the image metrics read the "
+                     "'train' split in these batches; add data or lower "
+                     '--config.eval.sample_batch_size'):
+    evaluate.check_reference_data(config)
+  config.eval.sample_batch_size = 100
+  evaluate.check_reference_data(config)

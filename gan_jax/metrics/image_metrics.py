@@ -464,6 +464,33 @@ def metric_names(eval_config):
   return [n.strip() for n in names if n.strip()]
 
 
+def check_counts(eval_config):
+  """UserError at start-up, not at the first evaluation, where a metric of
+  `eval_config` would get too few images: IS fewer than `is_splits`, PR/DC
+  no more than their k on either side (their real side is as many reference
+  images as generated ones), FID/KID fewer than 2."""
+  n_ref = field(eval_config, 'num_reference')
+  for name in metric_names(eval_config):
+    m = get(name)
+    n = _num_samples(eval_config, m)
+    setting, need = {_is: ('is_splits', field(eval_config, 'is_splits')),
+                     _pr: ('pr_k', field(eval_config, 'pr_k') + 1),
+                     _dc: ('dc_k', field(eval_config, 'dc_k') + 1),
+                     _classes: (None, 1)}.get(m.fn, (None, 2))
+    sides = [('generated', n, None if m.num_samples else 'num_samples')]
+    if m.needs_real:
+      sides.append(('reference', min(n, n_ref) if m.fn in (_pr, _dc) else n_ref,
+                    'num_reference'))
+    for side, have, knob in sides:
+      if have >= need:
+        continue
+      fixes = ([f'raise --config.eval.{knob}'] if knob else []) + (
+          [f'lower --config.eval.{setting}'] if setting else [])
+      rule = f' (eval.{setting} {field(eval_config, setting)})' if setting else ''
+      raise UserError(f'metric {name!r} gets {have} {side} images but needs '
+                      f'at least {need}{rule}; {" or ".join(fixes)}')
+
+
 def evaluate_images(eval_config, sample_fn, real_batches_fn, dataset,
                     extractor=None, labels=None):
   """`evaluate_samples` with `sample_fn(n)`: new images every call.
@@ -554,6 +581,12 @@ def _num_samples(eval_config, metric):
 
 def _split(eval_config, metric):
   return metric.split or field(eval_config, 'reference_split')
+
+
+def reference_split(eval_config, name):
+  """The split the metric `name` compares with; None if it needs none."""
+  m = get(name)
+  return _split(eval_config, m) if m.needs_real else None
 
 
 def _references(eval_config, metrics, extracts, real_batches_fn, dataset,
