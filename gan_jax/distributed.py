@@ -272,6 +272,27 @@ def check_same_config(config, workdir, launch_flags=None):
       '--config.* overrides, --workdir and other flags')
 
 
+def check_same_data(num_examples):
+  """Raises UserError on every host unless all hosts read a dataset of the
+  same size (`num_examples`; None for generated data): each host's shard of a
+  global batch comes from one shuffle of N examples, so hosts that see
+  different files (a listing taken mid-upload, a file one host cannot read,
+  host-local copies that differ) would read overlapping examples. Does
+  nothing on a single host."""
+  if jax.process_count() == 1 or num_examples is None:
+    return
+  counts = np.asarray(multihost_utils.process_allgather(
+      np.array([num_examples], np.int64))).reshape(-1)
+  if (counts == counts[0]).all():
+    return
+  differ = ', '.join(f'process {i}: {c}' for i, c in enumerate(counts)
+                     if c != counts[0])
+  raise UserError(
+      f'the hosts see datasets of different sizes (process 0: {counts[0]} '
+      f'examples; {differ}); every host must read the same files: check '
+      'that the data path is one shared folder or identical copies')
+
+
 def check_shared_workdir(workdir, wait_s=5):
   """Raises UserError on every host unless all hosts see the same `workdir`.
 

@@ -228,6 +228,7 @@ def _start(config, workdir):
                  jax.process_index(), jax.process_count(),
                  config.batch_size // jax.device_count())
     data_iter, state = _data_and_state(config)
+    distributed.check_same_data(data_iter.get_state().get('num_examples'))
     evaluate.check_reference_data(config)
     workdir_lib.check_writable(epath.Path(workdir) / 'checkpoints')
     ckpt = checkpoint.Checkpointer(workdir, config)

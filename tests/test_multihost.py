@@ -229,6 +229,15 @@ def test_hosts_that_disagree_or_miss_the_coordinator_get_one_line(tmp_path):
   flag_mismatch = start_hosts(
       free_port(), [*ARGS, '--mode=sample', f'--workdir={tmp_path / "run"}'],
       per_host=(('--num_samples=8',), ('--num_samples=16',)))
+  # The same relative data path, other files on each host: one line.
+  for folder, n in (('a', 40), ('b', 48)):
+    np.savez(tmp_path / folder / 'x.npz',
+             images=np.zeros((n, 32, 32, 3), np.uint8))
+  other_data = start_hosts(
+      free_port(), [f'--config={ROOT}/configs/own_images.py:size=32',
+                    '--config.data.path=x.npz', '--config.batch_size=8',
+                    f'--workdir={tmp_path / "data_run"}'],
+      cwds=(tmp_path / 'a', tmp_path / 'b'))
   nobody = free_port()
   alone = Launch([*ARGS, f'--workdir={tmp_path / "alone"}',
                   f'--coordinator_address=localhost:{nobody}',
@@ -249,3 +258,7 @@ def test_hosts_that_disagree_or_miss_the_coordinator_get_one_line(tmp_path):
     error = one_line_error(result)
     assert "--workdir 'run' is not shared: process 1 cannot see" in error, error
   assert not os.listdir(tmp_path / 'b' / 'run')
+  for result in finish(other_data):
+    error = one_line_error(result)
+    assert ('the hosts see datasets of different sizes (process 0: 40 '
+            'examples; process 1: 48)' in error), error
