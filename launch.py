@@ -109,26 +109,30 @@ def main(argv):
     _interrupted()
 
 
-def _interrupted(signum=None, frame=None):
-  """Ctrl-C at start-up, or a second one while the first saves: one line.
+def _interrupted(signum=signal.SIGINT, frame=None):
+  """Ctrl-C or SIGTERM at start-up, or a second Ctrl-C while the first
+  saves: one line, the lock released.
 
-  The first Ctrl-C of a training run saves and stops (gan_jax/train.py,
-  StopSignal); this is any other. Checkpoints become visible only when
-  complete, so the workdir holds the last complete one. Until training starts
-  this is the SIGINT handler itself: a KeyboardInterrupt raised inside an
-  import can be swallowed by a library's bare `except:`, and nothing needs
-  saving yet. os._exit, since a checkpoint write or a worker left mid-way must
-  not hold the exit up.
+  The first Ctrl-C (or SIGTERM) of a training run saves and stops
+  (gan_jax/train.py, StopSignal); this is any other. Checkpoints become
+  visible only when complete, so the workdir holds the last complete one.
+  Until training starts this is the SIGINT (and, on one host, SIGTERM)
+  handler itself: a KeyboardInterrupt raised inside an import can be
+  swallowed by a library's bare `except:`, and nothing needs saving yet.
+  os._exit, since a checkpoint write or a worker left mid-way must not hold
+  the exit up.
   """
-  del signum, frame
-  print('error: interrupted (Ctrl-C); the workdir keeps its last complete '
+  del frame
+  what = ('terminated (SIGTERM)' if signum == signal.SIGTERM
+          else 'interrupted (Ctrl-C)')
+  print(f'error: {what}; the workdir keeps its last complete '
         'checkpoint: launch again with the same --workdir to resume',
         file=sys.stderr, flush=True)
   workdir_lib = sys.modules.get('gan_jax.workdir')
   if workdir_lib is not None:
     for path in list(workdir_lib._HELD):  # pylint: disable=protected-access
       workdir_lib.release(os.path.dirname(path))
-  os._exit(130)  # pylint: disable=protected-access
+  os._exit(128 + signum)  # pylint: disable=protected-access
 
 
 def _closed_loop_is_quiet(unraisable, default=sys.__unraisablehook__):
@@ -153,12 +157,16 @@ def _main(argv):
   logging.get_absl_handler().addFilter(_OnlyOurs())
   sys.unraisablehook = _closed_loop_is_quiet
   from gan_jax import distributed  # pylint: disable=g-import-not-at-top
+  # On several hosts SIGTERM is JAX's (its preemption notice, set up here).
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
   try:  # Before anything else uses JAX.
     multihost = distributed.initialize(
         _MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
         _PROCESS_ID.value, _COORDINATOR_TIMEOUT.value)
   except UserError as e:
     cli.fail(str(e))
+  if not multihost:
+    signal.signal(signal.SIGTERM, _interrupted)  # Until training takes it.
   if multihost and not _WORKDIR.value:
     cli.fail('a multi-host run needs --workdir: the same directory on every '
              'host, on a filesystem they all see')
@@ -248,6 +256,7 @@ def parse_flags(argv):
 
 
 if __name__ == '__main__':
-  signal.signal(signal.SIGINT, _interrupted)  # Until training takes it over.
+  for sig in (signal.SIGINT, signal.SIGTERM):  # Until training takes them.
+    signal.signal(sig, _interrupted)
   flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=parse_flags)

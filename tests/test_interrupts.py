@@ -44,6 +44,24 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
   assert not (tmp_path / 'run' / 'run.lock').exists()  # Released.
 
 
+@pytest.mark.parametrize('delay', [0.3, 1.5])
+def test_sigterm_during_start_up_is_one_line(tmp_path, delay):
+  # A preemption notice before training: one line and the lock released
+  # (it killed the process, leaving run.lock for another host to refuse).
+  proc = start_launch([*BASE, *LONG, f'--workdir={tmp_path / "run"}'])
+  time.sleep(delay)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert 'Traceback' not in err, err[-3000:]
+  last = [l for l in err.splitlines() if l.strip()][-1]
+  if proc.returncode == 0:  # It came once training ran: saved and stopped.
+    assert 'Stopped by SIGTERM' in err, err[-3000:]
+  else:
+    assert proc.returncode == 143 and last.startswith(
+        'error: terminated (SIGTERM)'), err[-3000:]
+  assert not (tmp_path / 'run' / 'run.lock').exists()
+
+
 def test_second_ctrl_c_is_clean_and_the_run_resumes(tmp_path):
   """A second Ctrl-C 50 ms after the first: it lands during the first one's
   save (exit 130, one error line) or after it ended (exit 0, saved); the test
