@@ -213,11 +213,17 @@ class Checkpointer:
       self._save_failed(step, e)
 
   def check(self):
-    """Raises UserError if a background save has failed; does not block."""
+    """Raises UserError if a background save has failed; does not block.
+
+    Orbax's finalize thread takes a failed write's error from where
+    `check_for_errors` looks, so a save no longer in progress is also waited
+    for (at once: it is over), which re-raises the error it kept."""
     if self._failed:
       return
     try:
       self.manager.check_for_errors()
+      if not self.manager.is_saving_in_progress():
+        self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       try:  # Let the failed save's threads end, as `wait` does.
         self.manager.wait_until_finished()
