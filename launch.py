@@ -116,11 +116,11 @@ def _interrupted(signum=signal.SIGINT, frame=None):
   The first Ctrl-C (or SIGTERM) of a training run saves and stops
   (gan_jax/train.py, StopSignal); this is any other. Checkpoints become
   visible only when complete, so the workdir holds the last complete one.
-  Until training starts this is the SIGINT (and, on one host, SIGTERM)
-  handler itself: a KeyboardInterrupt raised inside an import can be
-  swallowed by a library's bare `except:`, and nothing needs saving yet.
-  os._exit, since a checkpoint write or a worker left mid-way must not hold
-  the exit up.
+  Until training starts this is the SIGINT handler itself (and SIGTERM's,
+  for training on one host, from the parsed flags on): a KeyboardInterrupt
+  raised inside an import can be swallowed by a library's bare `except:`,
+  and nothing needs saving yet. os._exit, since a checkpoint write or a
+  worker left mid-way must not hold the exit up.
   """
   del frame
   what = ('terminated (SIGTERM)' if signum == signal.SIGTERM
@@ -157,16 +157,16 @@ def _main(argv):
   logging.get_absl_handler().addFilter(_OnlyOurs())
   sys.unraisablehook = _closed_loop_is_quiet
   from gan_jax import distributed  # pylint: disable=g-import-not-at-top
-  # On several hosts SIGTERM is JAX's (its preemption notice, set up here).
-  signal.signal(signal.SIGTERM, signal.SIG_DFL)
   try:  # Before anything else uses JAX.
     multihost = distributed.initialize(
         _MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
         _PROCESS_ID.value, _COORDINATOR_TIMEOUT.value)
   except UserError as e:
     cli.fail(str(e))
-  if not multihost:
-    signal.signal(signal.SIGTERM, _interrupted)  # Until training takes it.
+  if not multihost and _MODE.value == 'train':
+    # Until training takes it; on several hosts SIGTERM is JAX's preemption
+    # notice, and eval and sample hold no lock that a kill would leave.
+    signal.signal(signal.SIGTERM, _interrupted)
   if multihost and not _WORKDIR.value:
     cli.fail('a multi-host run needs --workdir: the same directory on every '
              'host, on a filesystem they all see')
@@ -256,7 +256,6 @@ def parse_flags(argv):
 
 
 if __name__ == '__main__':
-  for sig in (signal.SIGINT, signal.SIGTERM):  # Until training takes them.
-    signal.signal(sig, _interrupted)
+  signal.signal(signal.SIGINT, _interrupted)  # Until training takes it over.
   flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=parse_flags)

@@ -15,6 +15,7 @@ from gan_jax import state as state_lib
 from gan_jax import labels as labels_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+from gan_jax.data import pipeline
 from gan_jax.data import toy
 from gan_jax.errors import UserError
 from gan_jax.metrics import image_metrics
@@ -93,30 +94,60 @@ def _real_batches(config, split):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.data.split = split
-  field = functools.partial(image_metrics.field, config.eval)
-  per = shards.chunk_size(field('num_reference'), field('sample_batch_size'))
   try:
-    return data.build(config, per, jax.process_index(), jax.process_count())
-  except UserError as e:  # Its fix for training's batches is not this one.
-    if 'lower --config.batch_size' not in str(e):
-      raise
-    raise UserError(str(e).replace(
-        'add data or lower --config.batch_size',
-        f'the image metrics read the {split!r} split in these batches; add '
-        'data or lower --config.eval.sample_batch_size')) from None
+    return data.build(config, _reference_batch(config), jax.process_index(),
+                      jax.process_count())
+  except UserError as e:
+    raise _with_eval_hint(e, split) from None
 
 
-def check_reference_data(config):
+def _reference_batch(config):
+  """The host batch the reference images are read in."""
+  field = functools.partial(image_metrics.field, config.eval)
+  return shards.chunk_size(field('num_reference'), field('sample_batch_size'))
+
+
+def _with_eval_hint(error, split):
+  """`error`, whose fix for training's batches is not this one when it comes
+  from the reference images' batches."""
+  if 'lower --config.batch_size' not in str(error):
+    return error
+  return UserError(str(error).replace(
+      'add data or lower --config.batch_size',
+      f'the image metrics read the {split!r} split in these batches; add '
+      'data or lower --config.eval.sample_batch_size'))
+
+
+def check_reference_data(config, num_examples):
   """Fails at start-up where the real images that a metric compares with
   cannot be read (a split that is not there or not prepared, fewer images
-  than one batch of eval.sample_batch_size), not at the first evaluation."""
+  than one batch of eval.sample_batch_size), not at the first evaluation; on
+  every host when one fails. `num_examples`: the training data's size; own
+  images have one split, the training images, so they are not read again."""
   if config.data.name in toy.DEFAULTS:
     return
   names = image_metrics.metric_names(config.eval)
   splits = {image_metrics.reference_split(config.eval, n) for n in names}
-  for split in sorted(splits - {None}):
-    batches = _real_batches(config, split)
-    getattr(batches, 'close', lambda: None)()
+  error = None
+  try:
+    for split in sorted(splits - {None}):
+      if config.data.name == 'images':
+        try:
+          pipeline.check_batch(num_examples, _reference_batch(config),
+                               jax.process_count(), config.data.path)
+        except UserError as e:
+          raise _with_eval_hint(e, split) from None
+      else:
+        batches = _real_batches(config, split)
+        getattr(batches, 'close', lambda: None)()
+  except UserError as e:
+    error = e
+  if jax.process_count() > 1 and not shards.all_true(error is None):
+    raise error or UserError(
+        'another host cannot read the real images that the image metrics '
+        'compare with; its own error line says why')
+  if error is not None:
+    raise error
 
 
 def evaluate_real(config, split):
@@ -154,7 +185,7 @@ def _dataset_key(config):
       key = f'images:{path.rstrip("/")}'
     else:
       key = f'images:{os.path.abspath(os.path.expanduser(path))}'
-    if key.endswith('.npz'):
+    if key.lower().endswith('.npz'):
       try:
         key += ':v' + '.'.join(map(str, workdir_lib.version(key[7:])))
       except workdir_lib.storage_errors():

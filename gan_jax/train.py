@@ -169,7 +169,7 @@ def _restore(ckpt, config, state, data_iter, set_aside=True, step=None):
         f'saved with: {"; ".join(changes)}. Use a new --workdir, or pass '
         '--config.allow_config_change=true to continue anyway')
   warning = checks.schedule_warning(saved_config, config.to_dict())
-  if warning:
+  if warning and set_aside:  # Training goes on from here (not eval/sample).
     logging.warning('%s.', warning)
   state, data_state = ckpt.restore(step, state)
   data_iter.set_state(data_state)
@@ -228,8 +228,9 @@ def _start(config, workdir):
                  jax.process_index(), jax.process_count(),
                  config.batch_size // jax.device_count())
     data_iter, state = _data_and_state(config)
-    distributed.check_same_data(data_iter.get_state().get('num_examples'))
-    evaluate.check_reference_data(config)
+    num_examples = data_iter.get_state().get('num_examples')
+    distributed.check_same_data(num_examples)
+    evaluate.check_reference_data(config, num_examples)
     workdir_lib.check_writable(epath.Path(workdir) / 'checkpoints')
     ckpt = checkpoint.Checkpointer(workdir, config)
     state = _restore(ckpt, config, state, data_iter)

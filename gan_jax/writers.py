@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 
 import jax
 import numpy as np
@@ -128,7 +129,7 @@ class _GuardedFile:
     if self._errors:
       return  # The first error is reported; the rest are its echoes.
     try:
-      getattr(self._file, method)(*args)
+      getattr(self._file if method != 'fsync' else self, method)(*args)
     except Exception as e:  # pylint: disable=broad-except
       self._errors.append(e)
 
@@ -137,6 +138,11 @@ class _GuardedFile:
 
   def flush(self):
     self._guarded('flush')
+    if hasattr(self._file, 'fileno'):  # A local file: to disk (tensorboardX
+      self._guarded('fsync')            # does this for the files it opens).
+
+  def fsync(self):
+    os.fsync(self._file.fileno())
 
   def close(self):
     self._guarded('close')
@@ -201,29 +207,38 @@ class MetricWriter:
   """Writes scalars to `metrics.jsonl` and scalars/images to TensorBoard; a
   failed write (disk full, folder gone) is a UserError."""
 
-  def __init__(self, workdir, resumed_step=0):
-    """`resumed_step`: the step a resumed run restored; TensorBoard then hides
-    the events of the later steps that earlier launches logged (tensorboardX's
-    `purge_step`), as `trim_history` drops their metrics.jsonl rows."""
+  def __init__(self, workdir, resumed_step=None):
+    """`resumed_step`: for a training launch, the step it starts from (0:
+    none restored); TensorBoard then hides the events of the later steps that
+    earlier launches logged (tensorboardX's `purge_step`), as `trim_history`
+    drops their metrics.jsonl rows. None (--mode=eval) hides nothing."""
     self.active = jax.process_index() == 0
     if not self.active:
       return
     SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
     workdir = workdir_lib.absolute(workdir)
+    self._tb_dir = (f'{workdir}/tensorboard' if workdir_lib.is_remote(workdir)
+                    else os.path.join(workdir, 'tensorboard'))
+    # Before the writer opens its file: an earlier writer's errors are not its.
+    self._errors = _RecordWriterFactory.errors.setdefault(self._tb_dir, [])
+    self._errors.clear()
+    # Also when nothing was restored: a launch killed before its first
+    # checkpoint may have logged steps that are trained again.
+    purge = resumed_step is not None and (
+        resumed_step > 0 or epath.Path(self._tb_dir).exists())
     if workdir_lib.is_remote(workdir):
       self._history = f'{workdir}/{HISTORY}'
       self._jsonl = _RewrittenFile(self._history)
-      self._tb_dir = f'{workdir}/tensorboard'
       logdir = self._tb_dir
     else:
       self._history = os.path.join(workdir, HISTORY)
       self._jsonl = open(self._history, 'a')
-      self._tb_dir = os.path.join(workdir, 'tensorboard')
       logdir = f'{LOCAL_SCHEME}:{self._tb_dir}'
-    self._tb = SummaryWriter(logdir, purge_step=(resumed_step + 1
-                                                 if resumed_step else None))
-    self._errors = _RecordWriterFactory.errors.setdefault(self._tb_dir, [])
-    self._errors.clear()
+    # tensorboardX names a file by the second and host: a suffix of its own
+    # keeps a second writer in the same second from truncating the first's.
+    self._tb = SummaryWriter(logdir, purge_step=(resumed_step + 1 if purge
+                                                 else None),
+                             filename_suffix=f'.{uuid.uuid4().hex[:8]}')
 
   def _check_tensorboard(self):
     if self._errors:
@@ -231,7 +246,8 @@ class MetricWriter:
 
   def _write_history(self, text):
     try:
-      self._jsonl.write(text)
+      if text:
+        self._jsonl.write(text)
       self._jsonl.flush()
     except workdir_lib.storage_errors() as e:
       raise write_error(self._history, e) from None

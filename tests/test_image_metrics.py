@@ -392,6 +392,6 @@ def test_reference_images_fewer_than_a_batch_fail_at_start_up(tmp_path):
                      r"global batch of 500 .*the image metrics read the "
                      "'train' split in these batches; add data or lower "
                      '--config.eval.sample_batch_size'):
-    evaluate.check_reference_data(config)
+    evaluate.check_reference_data(config, 300)
   config.eval.sample_batch_size = 100
-  evaluate.check_reference_data(config)
+  evaluate.check_reference_data(config, 300)

@@ -9,6 +9,7 @@ import pytest
 from gan_jax import checkpoint
 from gan_jax import losses
 from gan_jax import train
+from gan_jax import writers
 from gan_jax.errors import UserError
 from tests.conftest import tiny_config
 
@@ -160,14 +161,38 @@ def test_resume_hides_the_tensorboard_events_of_the_steps_trained_again(
     tmp_path):
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_config(num_steps=3, log_every=1), workdir)
   folder = os.path.join(workdir, 'tensorboard')
-  assert not [e for e in _events(folder) if e.HasField('session_log')]
-  first = set(os.listdir(folder))
+  start = lambda: [e.step for e in _events(folder)
+                   if e.session_log.status == event_pb2.SessionLog.START]
+  # Steps 1-6 logged, then trained again from the checkpoint at 3.
   train.train_and_evaluate(tiny_config(num_steps=6, log_every=1), workdir)
+  assert not start()
+  assert max(e.step for e in _events(folder)) == 6
+  first = set(os.listdir(folder))
+  train.train_and_evaluate(tiny_config(num_steps=6, log_every=1,
+                                       resume_from_step=3), workdir)
   assert len(set(os.listdir(folder)) - first) == 1  # The resumed launch's.
+  # TensorBoard drops the earlier files' events from this step on.
+  assert start() == [4]
+  # --mode=eval's writer (no training launch) hides nothing.
+  writers.MetricWriter(workdir).close()
+  assert start() == [4]
+
+
+def test_a_launch_that_restores_nothing_hides_an_earlier_launchs_events(
+    tmp_path):
+  # A launch killed before its first checkpoint logged steps 1-2; the next
+  # trains them again from scratch.
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / 'tensorboard'
+  killed = writers.MetricWriter(str(tmp_path), 0)
+  for step in (1, 2):
+    killed.write_scalars(step, {'d_loss': 1.})
+  killed.close()
+  assert not [e for e in _events(folder) if e.HasField('session_log')]
+  writers.MetricWriter(str(tmp_path), 0).close()
   starts = [e.step for e in _events(folder)
             if e.session_log.status == event_pb2.SessionLog.START]
-  # TensorBoard drops the earlier files' events from this step on.
-  assert starts == [4], starts
-  assert any(e.step == 4 and e.summary.value for e in _events(folder))
+  assert starts == [1]
+  # Both files kept, though written in the same second.
+  assert sorted(e.step for e in _events(folder) if e.summary.value) == [1, 2]
