@@ -2,7 +2,6 @@
 config changes and non-finite losses. Each run is a real launch.py process."""
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys

@@ -22,7 +22,6 @@ import urllib.request
 import uuid
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
