@@ -182,12 +182,13 @@ def _dataset_key(config):
   if name == 'images':
     path = data_config.path
     if '://' in path:  # gs://bucket/images.npz or a folder there
-      key = f'images:{path.rstrip("/")}'
+      path = path.rstrip('/')
     else:
-      key = f'images:{os.path.abspath(os.path.expanduser(path))}'
-    if key.lower().endswith('.npz'):
+      path = os.path.abspath(os.path.expanduser(path))
+    key = f'images:{path}'
+    if path.lower().endswith('.npz'):
       try:
-        key += ':v' + '.'.join(map(str, workdir_lib.version(key[7:])))
+        key += ':v' + '.'.join(map(str, workdir_lib.version(path)))
       except workdir_lib.storage_errors():
         pass  # Unreadable: the data's own error comes first.
   else:
